@@ -1,0 +1,226 @@
+"""Import the original PyTorch checkpoints into jaxpose (Orbax + ml-collections config).
+
+Command line::
+
+    python -m jaxpose.convert pose_hrnet_w32_256x192.pth out/hrnet_w32
+    jaxpose-convert pretrained_h36m_cpn.bin out/videopose3d --key model_pos
+
+Python::
+
+    from jaxpose import convert
+    model, config, report = convert.convert_file("pose_hrnet_w32_256x192.pth")
+    convert.convert_checkpoint("pose_hrnet_w32_256x192.pth", "out/hrnet_w32")
+    model, config = convert.load_converted("out/hrnet_w32")
+
+Checkpoint files are read without PyTorch and without executing pickled code
+(``torch_pickle``). The family and every architecture hyper-parameter are inferred from
+tensor names and shapes; every tensor must be consumed and every variable filled, unless
+``allow_partial`` is given (ImageNet-pretrained backbones into pose models).
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from jaxpose import checkpoint
+from jaxpose import models
+from jaxpose.convert import core
+from jaxpose.convert import resnet as resnet_families
+from jaxpose.convert import torch_pickle
+from jaxpose.convert.core import Family, MappingReport, Rename
+from jaxpose.convert.torch_pickle import CheckpointError
+
+FAMILIES: dict[str, Family] = {
+    "pose_resnet": resnet_families.POSE_RESNET,
+}
+
+CHECKPOINT_SUBDIR = "checkpoint"
+CONFIG_FILE = "model_config.json"
+REPORT_FILE = "conversion.json"
+
+
+def family(name: str) -> Family:
+  try:
+    return FAMILIES[name]
+  except KeyError:
+    raise ValueError(f"unknown model family {name!r}; valid names: {sorted(FAMILIES)}") from None
+
+
+def load_state_dict(path: str | os.PathLike, *, key: str | None = None) -> core.Unwrapped:
+  """Reads a checkpoint file and takes the model state dict out of its wrapper."""
+  obj = torch_pickle.load(path)
+  return core.unwrap_state_dict(obj, key=key, source=os.fspath(path))
+
+
+def infer_model_config(state_dict: Mapping[str, np.ndarray], *, source: str = "checkpoint",
+                       family_name: str | None = None):
+  """The ``ModelConfig`` of the family whose keys and shapes match ``state_dict``."""
+  shapes = core.shape_table(state_dict)
+  candidates = [family(family_name)] if family_name else list(FAMILIES.values())
+  found = []
+  for fam in candidates:
+    config = fam.infer_config(shapes)
+    if config is not None:
+      found.append(config)
+  if not found:
+    first = ", ".join(list(shapes)[:4])
+    raise CheckpointError(
+        f"{source}: {len(shapes)} tensors (first: {first}) match no jaxpose model family "
+        f"({', '.join(sorted(FAMILIES)) if not family_name else family_name})")
+  if len(found) > 1:
+    raise CheckpointError(f"{source}: ambiguous, matches families {[c.name for c in found]}")
+  return found[0]
+
+
+def convert_state_dict(state_dict: Mapping[str, np.ndarray], config=None, *,
+                       source: str = "state dict", allow_partial: bool = False,
+                       select: Callable[[str], bool] | None = None, seed: int = 0,
+                       ) -> tuple[nnx.Module, Any, MappingReport]:
+  """Builds the jaxpose model holding the weights of a PyTorch state dict.
+
+  Args:
+    state_dict: PyTorch key -> numpy array (already unwrapped).
+    config: the target ``ModelConfig`` (or config dict); inferred from the tensors if None.
+    source: name for error messages.
+    allow_partial: keep variables the checkpoint lacks at their fresh initialisation and
+      ignore tensors the model has no place for (ImageNet-pretrained backbones). Shape
+      mismatches are still fatal.
+    select: predicate on PyTorch keys; others are skipped (``PRETRAINED_LAYERS``).
+    seed: initialisation seed for the variables not loaded (partial loading).
+
+  Returns:
+    ``(model, config, report)``.
+
+  Raises:
+    CheckpointError: listing every missing, unexpected and mis-shaped name.
+  """
+  config = (models.model_config(config) if config is not None
+            else infer_model_config(state_dict, source=source))
+  fam = family(config.name)
+  target = models.abstract_model(config)
+  report = core.map_state_dict(target, state_dict, fam.renames(config), select=select)
+  if report.mismatched or (not allow_partial and not report.ok):
+    raise CheckpointError(
+        f"{source}: does not fit {config.name} ({len(report.assigned)} tensors placed):\n"
+        + report.problems())
+  if allow_partial and not report.assigned:
+    raise CheckpointError(f"{source}: no tensor fits {config.name}\n" + report.problems(limit=10))
+  if report.missing:
+    model = models.build_model(config, seed=seed)
+  else:
+    graphdef, state = nnx.split(target)
+    model = nnx.merge(graphdef, jax_zeros_like(state))
+  core.apply_assignments(model, report.assigned)
+  return model, config, report
+
+
+def jax_zeros_like(state):
+  return nnx.map_state(lambda _, v: np.zeros(v.shape, v.dtype), state)
+
+
+def convert_file(path: str | os.PathLike, config=None, *, key: str | None = None,
+                 allow_partial: bool = False, select: Callable[[str], bool] | None = None,
+                 seed: int = 0) -> tuple[nnx.Module, Any, MappingReport]:
+  """``convert_state_dict`` on the state dict inside a checkpoint file."""
+  unwrapped = load_state_dict(path, key=key)
+  return convert_state_dict(unwrapped.state_dict, config, source=os.fspath(path),
+                            allow_partial=allow_partial, select=select, seed=seed)
+
+
+def export_state_dict(model: nnx.Module, config) -> dict[str, np.ndarray]:
+  """The model's weights as the original PyTorch project names and lays them out.
+
+  The result loads strictly into the original model class (``torch.from_numpy`` each
+  array), e.g. to evaluate a jaxpose-trained model with the original code.
+  """
+  config = models.model_config(config)
+  return core.export_state_dict(model, family(config.name).export_renames(config))
+
+
+def pretrained_layers_filter(layers: Sequence[str]) -> Callable[[str], bool]:
+  """HRNet's ``PRETRAINED_LAYERS``: keep keys whose first component is listed (``'*'``: all)."""
+  layers = tuple(layers)
+  return lambda key: "*" in layers or key.split(".", 1)[0] in layers
+
+
+def convert_checkpoint(input_path: str | os.PathLike, output_dir: str | os.PathLike, *,
+                       config=None, key: str | None = None, allow_partial: bool = False,
+                       select: Callable[[str], bool] | None = None) -> Any:
+  """Converts a PyTorch checkpoint file into an Orbax checkpoint + model config.
+
+  Writes ``output_dir/checkpoint`` (Orbax: ``{"params", "batch_stats"}``),
+  ``output_dir/model_config.json`` (ml-collections config, ``build_model`` input) and
+  ``output_dir/conversion.json`` (source file, wrapper, counts, anything left out).
+
+  Returns:
+    The model config.
+  """
+  unwrapped = load_state_dict(input_path, key=key)
+  model, config, report = convert_state_dict(
+      unwrapped.state_dict, config, source=os.fspath(input_path),
+      allow_partial=allow_partial, select=select)
+  output_dir = os.path.abspath(os.fspath(output_dir))
+  ckpt_dir = os.path.join(output_dir, CHECKPOINT_SUBDIR)
+  if os.path.exists(ckpt_dir):
+    raise FileExistsError(f"{ckpt_dir} already exists; choose a new output directory")
+  os.makedirs(output_dir, exist_ok=True)
+  checkpoint.save_variables(ckpt_dir, checkpoint.model_variables(model))
+  _write_json(os.path.join(output_dir, CONFIG_FILE), config.to_config().to_dict())
+  _write_json(os.path.join(output_dir, REPORT_FILE), {
+      "source": os.path.abspath(os.fspath(input_path)),
+      "family": config.name,
+      "wrapper_key": unwrapped.wrapper_key,
+      "stripped_prefix": unwrapped.prefix,
+      "checkpoint_extra": unwrapped.extra,
+      "tensors_loaded": len(report.assigned),
+      "skipped": report.skipped,
+      "missing": report.missing,
+      "unexpected": report.unexpected,
+  })
+  return config
+
+
+def _write_json(path: str, obj: Any) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=1, default=str)
+  os.replace(tmp, path)
+
+
+def load_model_config(output_dir: str | os.PathLike) -> ml_collections.ConfigDict:
+  path = os.path.join(os.fspath(output_dir), CONFIG_FILE)
+  if not os.path.exists(path):
+    raise ValueError(f"{path}: missing; is {output_dir} a jaxpose.convert output directory?")
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def load_converted(output_dir: str | os.PathLike, *, dtype: str | None = None
+                   ) -> tuple[nnx.Module, Any]:
+  """Rebuilds the model written by ``convert_checkpoint`` and restores its variables.
+
+  Args:
+    output_dir: a ``convert_checkpoint`` output directory.
+    dtype: optionally override the compute dtype (e.g. ``"bfloat16"``).
+  """
+  config_dict = load_model_config(output_dir)
+  if dtype is not None:
+    config_dict.dtype = dtype
+  config = models.model_config(config_dict)
+  graphdef, state = nnx.split(models.abstract_model(config))
+  model = nnx.merge(graphdef, jax_zeros_like(state))
+  checkpoint.restore_variables(os.path.join(os.fspath(output_dir), CHECKPOINT_SUBDIR), model)
+  return model, config
+
+
+__all__ = [
+    "FAMILIES", "CheckpointError", "Family", "MappingReport", "Rename", "convert_checkpoint",
+    "convert_file", "convert_state_dict", "export_state_dict", "family", "infer_model_config", "load_converted",
+    "load_model_config", "load_state_dict", "pretrained_layers_filter",
+]

@@ -1,0 +1,55 @@
+"""Model families of jaxpose and the one dict that names them.
+
+``MODELS`` maps a config ``name`` to the model class; each class has a ``Config``
+dataclass (``jaxpose.models.base.ModelConfig``) holding every architecture
+hyper-parameter. ``build_model`` turns an ml-collections config (or a ``Config``) into a
+module::
+
+    cfg = hrnet.PoseHRNetConfig.w32()           # or ConfigDict(name="pose_hrnet", ...)
+    model = build_model(cfg, seed=0)
+    out = model(images)                          # images [B, H, W, 3] -> {"heatmaps": ...}
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import ml_collections
+from flax import nnx
+
+from jaxpose.models import resnet
+from jaxpose.models.base import ModelConfig
+
+MODELS: dict[str, type[nnx.Module]] = {
+    "pose_resnet": resnet.PoseResNet,
+}
+
+
+def model_class(name: str) -> type[nnx.Module]:
+  try:
+    return MODELS[name]
+  except KeyError:
+    raise ValueError(f"unknown model {name!r}; valid names: {sorted(MODELS)}") from None
+
+
+def model_config(config: ModelConfig | Mapping[str, Any] | ml_collections.ConfigDict) -> ModelConfig:
+  """The family ``Config`` dataclass for a config dict with a ``name`` (or passes one through)."""
+  if isinstance(config, ModelConfig):
+    return config
+  name = config.get("name")
+  if not name:
+    raise ValueError(f"model config needs a 'name' (one of {sorted(MODELS)})")
+  return model_class(name).Config.from_config(config)
+
+
+def build_model(config: ModelConfig | Mapping[str, Any] | ml_collections.ConfigDict, *,
+                seed: int = 0, rngs: nnx.Rngs | None = None) -> nnx.Module:
+  """Instantiates the model described by ``config`` with freshly initialised parameters."""
+  cfg = model_config(config)
+  return model_class(cfg.name)(cfg, rngs=rngs if rngs is not None else nnx.Rngs(seed))
+
+
+def abstract_model(config: ModelConfig | Mapping[str, Any] | ml_collections.ConfigDict) -> nnx.Module:
+  """The model with ``ShapeDtypeStruct`` variables (no memory, no initialisation compute)."""
+  cfg = model_config(config)
+  return nnx.eval_shape(lambda: model_class(cfg.name)(cfg, rngs=nnx.Rngs(0)))

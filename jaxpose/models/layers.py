@@ -1,0 +1,490 @@
+"""Layers with PyTorch semantics, channels-last.
+
+The original pose projects are PyTorch code. To reproduce their forward passes exactly
+these layers follow PyTorch's conventions where they differ from Flax's defaults:
+
+* explicit symmetric integer paddings (a stride-2 ``'SAME'`` in XLA pads differently);
+* ``ConvTranspose`` with PyTorch's ``padding`` / ``output_padding`` arithmetic;
+* ``BatchNorm`` with eps 1e-5, biased variance for normalisation and *unbiased* variance
+  for the running estimate, momentum 0.9 in Flax's convention (PyTorch's 0.1);
+* max pooling that pads with -inf;
+* bilinear resizing with ``align_corners=True`` and nearest upsampling by integer factors.
+
+Every layer that owns parameters declares how its PyTorch tensors map onto its
+variables (``torch_to_jax``), so checkpoint conversion needs only key renames per model
+family (see ``jaxpose.convert``). Layouts: images ``[B, H, W, C]``, sequences
+``[B, T, C]``; kernels ``[*kernel_size, C_in, C_out]``.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+Array = jax.Array
+Dtype = Any
+Initializer = Callable[..., Array]
+
+
+def as_dtype(name: str | Dtype | None) -> Dtype | None:
+  """Maps a config string ('float32', 'bfloat16', ...) to a jnp dtype."""
+  if name is None or not isinstance(name, str):
+    return name
+  try:
+    return jnp.dtype(name)
+  except TypeError as e:
+    raise ValueError(f"unknown dtype {name!r}; use e.g. 'float32' or 'bfloat16'") from e
+
+
+def _tuple(value: int | Sequence[int], n: int, what: str) -> tuple[int, ...]:
+  if isinstance(value, int):
+    return (value,) * n
+  value = tuple(int(v) for v in value)
+  if len(value) != n:
+    raise ValueError(f"{what} must have {n} entries, got {value}")
+  return value
+
+
+# ----------------------------------------------------------------------------------------
+# Initialisers matching torch.nn.init
+# ----------------------------------------------------------------------------------------
+
+
+def torch_default_kernel_init(key, shape, dtype=jnp.float32):
+  """PyTorch's default Conv/Linear init: kaiming_uniform(a=sqrt(5)) = U(+-1/sqrt(fan_in)).
+
+  ``shape`` is ``[*kernel, C_in, C_out]`` (fan_in = prod(kernel) * C_in).
+  """
+  fan_in = int(np.prod(shape[:-1]))
+  bound = 1.0 / math.sqrt(max(fan_in, 1))
+  return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+def normal_init(std: float) -> Initializer:
+  """torch.nn.init.normal_(std=std)."""
+
+  def init(key, shape, dtype=jnp.float32):
+    return std * jax.random.normal(key, shape, dtype)
+
+  return init
+
+
+def kaiming_normal_fan_out(key, shape, dtype=jnp.float32):
+  """torch.nn.init.kaiming_normal_(mode='fan_out', nonlinearity='relu') for ``[*k, in, out]``."""
+  fan_out = int(np.prod(shape[:-2])) * shape[-1]
+  return math.sqrt(2.0 / fan_out) * jax.random.normal(key, shape, dtype)
+
+
+def kaiming_uniform_relu(key, shape, dtype=jnp.float32):
+  """torch.nn.init.kaiming_uniform_(a=0, mode='fan_in', nonlinearity='relu')."""
+  fan_in = int(np.prod(shape[:-1]))
+  bound = math.sqrt(6.0 / fan_in)
+  return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+def _torch_default_bias_init(fan_in: int) -> Initializer:
+  bound = 1.0 / math.sqrt(max(fan_in, 1))
+
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+  return init
+
+
+def zeros_init(key, shape, dtype=jnp.float32):
+  del key
+  return jnp.zeros(shape, dtype)
+
+
+# ----------------------------------------------------------------------------------------
+# Convolutions
+# ----------------------------------------------------------------------------------------
+
+_DIMENSION_NUMBERS = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC")}
+
+
+class Conv(nnx.Module):
+  """PyTorch ``Conv1d``/``Conv2d`` in channels-last layout.
+
+  Attributes:
+    kernel: ``[*kernel_size, C_in // groups, C_out]`` float.
+    bias: ``[C_out]`` (when ``use_bias``).
+  """
+
+  def __init__(
+      self,
+      in_features: int,
+      out_features: int,
+      kernel_size: int | Sequence[int],
+      *,
+      strides: int | Sequence[int] = 1,
+      padding: int | Sequence[int] = 0,
+      dilation: int | Sequence[int] = 1,
+      groups: int = 1,
+      use_bias: bool = True,
+      ndim: int = 2,
+      kernel_init: Initializer = torch_default_kernel_init,
+      bias_init: Initializer | None = None,
+      dtype: Dtype | None = None,
+      param_dtype: Dtype = jnp.float32,
+      precision: jax.lax.PrecisionLike = None,
+      rngs: nnx.Rngs,
+  ):
+    if in_features % groups or out_features % groups:
+      raise ValueError(f"channels {in_features}->{out_features} not divisible by groups={groups}")
+    self.in_features = in_features
+    self.out_features = out_features
+    self.kernel_size = _tuple(kernel_size, ndim, "kernel_size")
+    self.strides = _tuple(strides, ndim, "strides")
+    self.padding = _tuple(padding, ndim, "padding")
+    self.dilation = _tuple(dilation, ndim, "dilation")
+    self.groups = groups
+    self.ndim = ndim
+    self.dtype = as_dtype(dtype)
+    self.precision = precision
+    kernel_shape = (*self.kernel_size, in_features // groups, out_features)
+    self.kernel = nnx.Param(kernel_init(rngs.params(), kernel_shape, param_dtype))
+    if use_bias:
+      fan_in = int(np.prod(kernel_shape[:-1]))
+      init = bias_init or _torch_default_bias_init(fan_in)
+      self.bias = nnx.Param(init(rngs.params(), (out_features,), param_dtype))
+    else:
+      self.bias = None
+
+  def __call__(self, x: Array) -> Array:
+    """x: ``[B, *spatial, C_in]`` -> ``[B, *spatial', C_out]``."""
+    if x.ndim != self.ndim + 2 or x.shape[-1] != self.in_features:
+      raise ValueError(
+          f"Conv expects input [B, {', '.join('?' * self.ndim)}, {self.in_features}], "
+          f"got {tuple(x.shape)}")
+    dtype = self.dtype or x.dtype
+    y = jax.lax.conv_general_dilated(
+        x.astype(dtype),
+        self.kernel[...].astype(dtype),
+        window_strides=self.strides,
+        padding=[(p, p) for p in self.padding],
+        rhs_dilation=self.dilation,
+        dimension_numbers=_DIMENSION_NUMBERS[self.ndim],
+        feature_group_count=self.groups,
+        precision=self.precision,
+    )
+    if self.bias is not None:
+      y = y + self.bias[...].astype(dtype)
+    return y
+
+  @staticmethod
+  def torch_to_jax(leaf: str, array: np.ndarray) -> tuple[str, np.ndarray]:
+    """PyTorch ``weight [O, I, *k]`` -> ``kernel [*k, I, O]``; ``bias`` unchanged."""
+    if leaf == "weight":
+      return "kernel", np.moveaxis(array, (0, 1), (-1, -2)) if array.ndim >= 3 else array
+    if leaf == "bias":
+      return "bias", array
+    raise KeyError(leaf)
+
+  @staticmethod
+  def jax_to_torch(leaf: str, array: np.ndarray) -> tuple[str, np.ndarray]:
+    """Inverse of ``torch_to_jax``."""
+    if leaf == "kernel":
+      return "weight", np.moveaxis(array, (-1, -2), (0, 1))
+    if leaf == "bias":
+      return "bias", array
+    raise KeyError(leaf)
+
+
+class ConvTranspose(nnx.Module):
+  """PyTorch ``ConvTranspose2d`` (groups=1) in channels-last layout.
+
+  Output size per spatial dim: ``(n - 1) * stride - 2 * padding + dilation * (k - 1)
+  + output_padding + 1``, exactly as PyTorch.
+
+  Attributes:
+    kernel: ``[*kernel_size, C_in, C_out]`` (PyTorch's ``[C_in, C_out, *k]`` transposed, not
+      flipped; the flip that turns it into a dilated forward convolution happens at call time).
+    bias: ``[C_out]`` (when ``use_bias``).
+  """
+
+  def __init__(
+      self,
+      in_features: int,
+      out_features: int,
+      kernel_size: int | Sequence[int],
+      *,
+      strides: int | Sequence[int] = 1,
+      padding: int | Sequence[int] = 0,
+      output_padding: int | Sequence[int] = 0,
+      dilation: int | Sequence[int] = 1,
+      use_bias: bool = True,
+      ndim: int = 2,
+      kernel_init: Initializer | None = None,
+      bias_init: Initializer | None = None,
+      dtype: Dtype | None = None,
+      param_dtype: Dtype = jnp.float32,
+      precision: jax.lax.PrecisionLike = None,
+      rngs: nnx.Rngs,
+  ):
+    self.in_features = in_features
+    self.out_features = out_features
+    self.kernel_size = _tuple(kernel_size, ndim, "kernel_size")
+    self.strides = _tuple(strides, ndim, "strides")
+    self.padding = _tuple(padding, ndim, "padding")
+    self.output_padding = _tuple(output_padding, ndim, "output_padding")
+    self.dilation = _tuple(dilation, ndim, "dilation")
+    self.ndim = ndim
+    self.dtype = as_dtype(dtype)
+    self.precision = precision
+    kernel_shape = (*self.kernel_size, in_features, out_features)
+    # PyTorch computes fan_in of a transposed conv from weight.shape[1] (= C_out).
+    fan_in = out_features * int(np.prod(self.kernel_size))
+    if kernel_init is None:
+      bound = 1.0 / math.sqrt(fan_in)
+      kernel_init = lambda k, s, d=jnp.float32: jax.random.uniform(k, s, d, -bound, bound)
+    self.kernel = nnx.Param(kernel_init(rngs.params(), kernel_shape, param_dtype))
+    if use_bias:
+      init = bias_init or _torch_default_bias_init(fan_in)
+      self.bias = nnx.Param(init(rngs.params(), (out_features,), param_dtype))
+    else:
+      self.bias = None
+
+  def __call__(self, x: Array) -> Array:
+    """x: ``[B, *spatial, C_in]`` -> ``[B, *spatial * stride (approx.), C_out]``."""
+    if x.ndim != self.ndim + 2 or x.shape[-1] != self.in_features:
+      raise ValueError(
+          f"ConvTranspose expects input [B, {', '.join('?' * self.ndim)}, {self.in_features}], "
+          f"got {tuple(x.shape)}")
+    dtype = self.dtype or x.dtype
+    kernel = jnp.flip(self.kernel[...].astype(dtype), axis=tuple(range(self.ndim)))
+    pads = [(d * (k - 1) - p, d * (k - 1) - p + op) for k, p, op, d in zip(
+        self.kernel_size, self.padding, self.output_padding, self.dilation)]
+    y = jax.lax.conv_general_dilated(
+        x.astype(dtype),
+        kernel,
+        window_strides=(1,) * self.ndim,
+        padding=pads,
+        lhs_dilation=self.strides,
+        rhs_dilation=self.dilation,
+        dimension_numbers=_DIMENSION_NUMBERS[self.ndim],
+        precision=self.precision,
+    )
+    if self.bias is not None:
+      y = y + self.bias[...].astype(dtype)
+    return y
+
+  @staticmethod
+  def torch_to_jax(leaf: str, array: np.ndarray) -> tuple[str, np.ndarray]:
+    """PyTorch ``weight [I, O, *k]`` -> ``kernel [*k, I, O]``; ``bias`` unchanged."""
+    if leaf == "weight":
+      return "kernel", np.moveaxis(array, (0, 1), (-2, -1))
+    if leaf == "bias":
+      return "bias", array
+    raise KeyError(leaf)
+
+  @staticmethod
+  def jax_to_torch(leaf: str, array: np.ndarray) -> tuple[str, np.ndarray]:
+    """Inverse of ``torch_to_jax``."""
+    if leaf == "kernel":
+      return "weight", np.moveaxis(array, (-2, -1), (0, 1))
+    if leaf == "bias":
+      return "bias", array
+    raise KeyError(leaf)
+
+
+class Linear(nnx.Module):
+  """PyTorch ``nn.Linear``: ``kernel [C_in, C_out]``, ``bias [C_out]``."""
+
+  def __init__(
+      self,
+      in_features: int,
+      out_features: int,
+      *,
+      use_bias: bool = True,
+      kernel_init: Initializer = torch_default_kernel_init,
+      bias_init: Initializer | None = None,
+      dtype: Dtype | None = None,
+      param_dtype: Dtype = jnp.float32,
+      precision: jax.lax.PrecisionLike = None,
+      rngs: nnx.Rngs,
+  ):
+    self.in_features = in_features
+    self.out_features = out_features
+    self.dtype = as_dtype(dtype)
+    self.precision = precision
+    self.kernel = nnx.Param(kernel_init(rngs.params(), (in_features, out_features), param_dtype))
+    if use_bias:
+      init = bias_init or _torch_default_bias_init(in_features)
+      self.bias = nnx.Param(init(rngs.params(), (out_features,), param_dtype))
+    else:
+      self.bias = None
+
+  def __call__(self, x: Array) -> Array:
+    """x: ``[..., C_in]`` -> ``[..., C_out]``."""
+    if x.shape[-1] != self.in_features:
+      raise ValueError(f"Linear expects input [..., {self.in_features}], got {tuple(x.shape)}")
+    dtype = self.dtype or x.dtype
+    y = jnp.matmul(x.astype(dtype), self.kernel[...].astype(dtype), precision=self.precision)
+    if self.bias is not None:
+      y = y + self.bias[...].astype(dtype)
+    return y
+
+  @staticmethod
+  def torch_to_jax(leaf: str, array: np.ndarray) -> tuple[str, np.ndarray]:
+    """PyTorch ``weight [O, I]`` -> ``kernel [I, O]``; ``bias`` unchanged."""
+    if leaf == "weight":
+      return "kernel", array.T
+    if leaf == "bias":
+      return "bias", array
+    raise KeyError(leaf)
+
+  @staticmethod
+  def jax_to_torch(leaf: str, array: np.ndarray) -> tuple[str, np.ndarray]:
+    """Inverse of ``torch_to_jax``."""
+    if leaf == "kernel":
+      return "weight", array.T
+    if leaf == "bias":
+      return "bias", array
+    raise KeyError(leaf)
+
+
+# ----------------------------------------------------------------------------------------
+# Normalisation
+# ----------------------------------------------------------------------------------------
+
+
+class BatchNorm(nnx.Module):
+  """PyTorch ``BatchNorm1d/2d`` over the last (channel) axis.
+
+  Training mode normalises with the biased batch variance and updates the running
+  variance with the unbiased one, as PyTorch does; ``momentum`` is Flax's convention
+  (running = momentum * running + (1 - momentum) * batch; PyTorch's 0.1 is 0.9 here).
+  Statistics are computed in float32 over every axis but the last; under ``jax.jit`` with
+  a batch sharded over devices this is the global-batch statistic (synchronised BN).
+
+  Attributes:
+    scale, bias: ``[C]`` params (PyTorch ``weight``, ``bias``).
+    mean, var: ``[C]`` batch statistics (PyTorch ``running_mean``, ``running_var``).
+  """
+
+  def __init__(
+      self,
+      num_features: int,
+      *,
+      momentum: float = 0.9,
+      epsilon: float = 1e-5,
+      use_running_average: bool = False,
+      scale_init: float = 1.0,
+      dtype: Dtype | None = None,
+      param_dtype: Dtype = jnp.float32,
+      rngs: nnx.Rngs | None = None,
+  ):
+    del rngs  # deterministic init; accepted for a uniform constructor signature.
+    self.num_features = num_features
+    self.momentum = momentum
+    self.epsilon = epsilon
+    self.use_running_average = use_running_average
+    self.dtype = as_dtype(dtype)
+    self.scale = nnx.Param(jnp.full((num_features,), scale_init, param_dtype))
+    self.bias = nnx.Param(jnp.zeros((num_features,), param_dtype))
+    self.mean = nnx.BatchStat(jnp.zeros((num_features,), jnp.float32))
+    self.var = nnx.BatchStat(jnp.ones((num_features,), jnp.float32))
+
+  def __call__(self, x: Array) -> Array:
+    """x: ``[..., C]`` -> same shape, dtype ``self.dtype or x.dtype``."""
+    if x.shape[-1] != self.num_features:
+      raise ValueError(f"BatchNorm expects input [..., {self.num_features}], got {tuple(x.shape)}")
+    out_dtype = self.dtype or x.dtype
+    x32 = x.astype(jnp.float32)
+    if self.use_running_average:
+      mean, var = self.mean[...], self.var[...]
+    else:
+      axes = tuple(range(x.ndim - 1))
+      mean = jnp.mean(x32, axis=axes)
+      var = jnp.mean(jnp.square(x32 - mean), axis=axes)
+      n = math.prod(x.shape[:-1])
+      unbiased = var * (n / max(n - 1, 1))
+      m = self.momentum
+      self.mean[...] = m * self.mean[...] + (1.0 - m) * mean
+      self.var[...] = m * self.var[...] + (1.0 - m) * unbiased
+    inv = jax.lax.rsqrt(var + self.epsilon) * self.scale[...].astype(jnp.float32)
+    y = (x32 - mean) * inv + self.bias[...].astype(jnp.float32)
+    return y.astype(out_dtype)
+
+  @staticmethod
+  def torch_to_jax(leaf: str, array: np.ndarray) -> tuple[str, np.ndarray]:
+    names = {"weight": "scale", "bias": "bias", "running_mean": "mean", "running_var": "var"}
+    return names[leaf], array
+
+  @staticmethod
+  def jax_to_torch(leaf: str, array: np.ndarray) -> tuple[str, np.ndarray]:
+    """Inverse of ``torch_to_jax`` (``num_batches_tracked`` is added by the exporter)."""
+    names = {"scale": "weight", "bias": "bias", "mean": "running_mean", "var": "running_var"}
+    return names[leaf], array
+
+
+# ----------------------------------------------------------------------------------------
+# Stateless ops
+# ----------------------------------------------------------------------------------------
+
+
+def max_pool(x: Array, kernel_size: int, stride: int, padding: int) -> Array:
+  """PyTorch ``MaxPool2d(kernel_size, stride, padding)`` on ``[B, H, W, C]`` (pads with -inf)."""
+  init = jnp.array(-jnp.inf, x.dtype)
+  return jax.lax.reduce_window(
+      x, init, jax.lax.max,
+      window_dimensions=(1, kernel_size, kernel_size, 1),
+      window_strides=(1, stride, stride, 1),
+      padding=((0, 0), (padding, padding), (padding, padding), (0, 0)))
+
+
+def upsample_nearest(x: Array, factor: int) -> Array:
+  """PyTorch ``Upsample(scale_factor=factor, mode='nearest')`` on ``[B, H, W, C]``."""
+  return jnp.repeat(jnp.repeat(x, factor, axis=1), factor, axis=2)
+
+
+def _align_corners_axis(x: Array, axis: int, size: int) -> Array:
+  n = x.shape[axis]
+  if n == size:
+    return x
+  if size == 1 or n == 1:
+    pos = jnp.zeros((size,), jnp.float32)
+  else:
+    pos = jnp.arange(size, dtype=jnp.float32) * ((n - 1) / (size - 1))
+  lo = jnp.clip(jnp.floor(pos).astype(jnp.int32), 0, n - 1)
+  hi = jnp.minimum(lo + 1, n - 1)
+  frac = (pos - lo.astype(jnp.float32)).astype(x.dtype)
+  shape = [1] * x.ndim
+  shape[axis] = size
+  frac = frac.reshape(shape)
+  a = jnp.take(x, lo, axis=axis)
+  b = jnp.take(x, hi, axis=axis)
+  return a + (b - a) * frac
+
+
+def resize_bilinear_align_corners(x: Array, size: tuple[int, int]) -> Array:
+  """PyTorch ``F.interpolate(mode='bilinear', align_corners=True)`` on ``[B, H, W, C]``.
+
+  ``size`` is ``(H_out, W_out)``. Source position of output pixel i is
+  ``i * (n_in - 1) / (n_out - 1)`` (corners aligned), which ``jax.image.resize`` does not do.
+  """
+  x = _align_corners_axis(x, 1, int(size[0]))
+  return _align_corners_axis(x, 2, int(size[1]))
+
+
+def check_image_input(x: Array, channels: int, model: str) -> None:
+  """Raises a clear error unless ``x`` is ``[B, H, W, channels]``."""
+  if x.ndim != 4 or x.shape[-1] != channels:
+    raise ValueError(
+        f"{model} expects images [B, H, W, {channels}] (NHWC, normalised float), got shape "
+        f"{tuple(x.shape)}"
+        + (" -- this looks like NCHW; transpose with x.transpose(0, 2, 3, 1)"
+           if x.ndim == 4 and x.shape[1] == channels and x.shape[-1] != channels else ""))
+
+
+class ReLU(nnx.Module):
+  """Stateless ``nn.ReLU`` so module lists can mirror PyTorch ``Sequential`` indices."""
+
+  def __call__(self, x: Array) -> Array:
+    return jax.nn.relu(x)
