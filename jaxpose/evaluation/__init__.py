@@ -1,0 +1,1 @@
+"""Evaluation metrics: Human3.6M (``h36m``), COCO and MPII."""
