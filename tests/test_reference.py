@@ -101,18 +101,18 @@ def _run_mspn(model, inputs):
 
 def _run_hg3d(model, inputs):
   out = model(_nhwc(inputs["input"]))
-  return {"output_hm": _nchw(out["hm"]), "output_depth": _nchw(out["depth"])}
+  return {"output_hm": _nchw(out["heatmaps"]), "output_depth": _nchw(out["depth"])}
 
 
 def _run_videopose3d(model, inputs):
-  raw = {"output": np.asarray(model(inputs["input"]))}
+  raw = {"output": np.asarray(model(inputs["input"])["poses"])}
   if "input_1f" in inputs:
-    raw["output_1f"] = np.asarray(model.single_frame(inputs["input_1f"]))
+    raw["output_1f"] = np.asarray(model.single_frame(inputs["input_1f"])["poses"])
   return raw
 
 
 def _run_rie(model, inputs):
-  return {"output": np.asarray(model(inputs["input"]))}
+  return {"output": np.asarray(model(inputs["input"])["poses"])}
 
 
 RUNNERS: dict[str, Callable] = {

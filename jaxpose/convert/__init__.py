@@ -31,6 +31,9 @@ from flax import nnx
 from jaxpose import checkpoint
 from jaxpose import models
 from jaxpose.convert import core
+from jaxpose.convert import hrnet as hrnet_family
+from jaxpose.convert import lifters as lifter_families
+from jaxpose.convert import mspn as mspn_family
 from jaxpose.convert import resnet as resnet_families
 from jaxpose.convert import torch_pickle
 from jaxpose.convert.core import Family, MappingReport, Rename
@@ -38,6 +41,12 @@ from jaxpose.convert.torch_pickle import CheckpointError
 
 FAMILIES: dict[str, Family] = {
     "pose_resnet": resnet_families.POSE_RESNET,
+    "pose_hrnet": hrnet_family.POSE_HRNET,
+    "integral": resnet_families.INTEGRAL,
+    "hg3d": resnet_families.HG3D,
+    "mspn": mspn_family.MSPN,
+    "videopose3d": lifter_families.VIDEOPOSE3D,
+    "rie": lifter_families.RIE,
 }
 
 CHECKPOINT_SUBDIR = "checkpoint"

@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -220,7 +221,7 @@ def apply_assignments(model: nnx.Module, assigned: Mapping[str, np.ndarray]) -> 
       value = np.asarray(assigned[name])
       if not np.issubdtype(value.dtype, np.floating) and value.dtype.kind not in "V":
         raise CheckpointError(f"{name}: non-float tensor of dtype {value.dtype}")
-      var.set_value(np.asarray(value, dtype=var.dtype))
+      var.set_value(jnp.array(value, dtype=var.dtype))  # a copy: callers keep their arrays
 
 
 def shape_table(state_dict: Mapping[str, np.ndarray]) -> dict[str, tuple[int, ...]]:

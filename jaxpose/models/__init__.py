@@ -17,11 +17,17 @@ from typing import Any
 import ml_collections
 from flax import nnx
 
-from jaxpose.models import resnet
+from jaxpose.models import hg3d, hrnet, integral, lifters, mspn, resnet
 from jaxpose.models.base import ModelConfig
 
 MODELS: dict[str, type[nnx.Module]] = {
     "pose_resnet": resnet.PoseResNet,
+    "pose_hrnet": hrnet.PoseHRNet,
+    "integral": integral.IntegralPoseNet,
+    "hg3d": hg3d.HG3DPoseNet,
+    "mspn": mspn.MSPN,
+    "videopose3d": lifters.VideoPose3D,
+    "rie": lifters.RIEModel,
 }
 
 

@@ -360,7 +360,7 @@ class BatchNorm(nnx.Module):
   Training mode normalises with the biased batch variance and updates the running
   variance with the unbiased one, as PyTorch does; ``momentum`` is Flax's convention
   (running = momentum * running + (1 - momentum) * batch; PyTorch's 0.1 is 0.9 here).
-  Statistics are computed in float32 over every axis but the last; under ``jax.jit`` with
+  Statistics are computed in at least float32 over every axis but the last; under ``jax.jit`` with
   a batch sharded over devices this is the global-batch statistic (synchronised BN).
 
   Attributes:
@@ -396,7 +396,7 @@ class BatchNorm(nnx.Module):
     if x.shape[-1] != self.num_features:
       raise ValueError(f"BatchNorm expects input [..., {self.num_features}], got {tuple(x.shape)}")
     out_dtype = self.dtype or x.dtype
-    x32 = x.astype(jnp.float32)
+    x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))  # at least float32 statistics
     if self.use_running_average:
       mean, var = self.mean[...], self.var[...]
     else:
@@ -406,10 +406,10 @@ class BatchNorm(nnx.Module):
       n = math.prod(x.shape[:-1])
       unbiased = var * (n / max(n - 1, 1))
       m = self.momentum
-      self.mean[...] = m * self.mean[...] + (1.0 - m) * mean
-      self.var[...] = m * self.var[...] + (1.0 - m) * unbiased
-    inv = jax.lax.rsqrt(var + self.epsilon) * self.scale[...].astype(jnp.float32)
-    y = (x32 - mean) * inv + self.bias[...].astype(jnp.float32)
+      self.mean.set_value(m * self.mean[...] + (1.0 - m) * mean)
+      self.var.set_value(m * self.var[...] + (1.0 - m) * unbiased)
+    inv = jax.lax.rsqrt(var + self.epsilon) * self.scale[...].astype(x32.dtype)
+    y = (x32 - mean) * inv + self.bias[...].astype(x32.dtype)
     return y.astype(out_dtype)
 
   @staticmethod
@@ -431,9 +431,8 @@ class BatchNorm(nnx.Module):
 
 def max_pool(x: Array, kernel_size: int, stride: int, padding: int) -> Array:
   """PyTorch ``MaxPool2d(kernel_size, stride, padding)`` on ``[B, H, W, C]`` (pads with -inf)."""
-  init = jnp.array(-jnp.inf, x.dtype)
   return jax.lax.reduce_window(
-      x, init, jax.lax.max,
+      x, -jnp.inf, jax.lax.max,
       window_dimensions=(1, kernel_size, kernel_size, 1),
       window_strides=(1, stride, stride, 1),
       padding=((0, 0), (padding, padding), (padding, padding), (0, 0)))
@@ -471,6 +470,11 @@ def resize_bilinear_align_corners(x: Array, size: tuple[int, int]) -> Array:
   """
   x = _align_corners_axis(x, 1, int(size[0]))
   return _align_corners_axis(x, 2, int(size[1]))
+
+
+def at_least_float32(x: Array) -> Array:
+  """``x`` in float32, or kept in float64 (model outputs and losses; bf16 compute -> fp32)."""
+  return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
 def check_image_input(x: Array, channels: int, model: str) -> None:

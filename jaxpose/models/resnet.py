@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
 from jaxpose.models import layers
@@ -261,4 +260,4 @@ class PoseResNet(nnx.Module):
     x = self.backbone(images)
     x = self.deconv_layers(x)
     heatmaps = self.final_layer(x)
-    return {"heatmaps": heatmaps.astype(jnp.float32)}
+    return {"heatmaps": layers.at_least_float32(heatmaps)}
