@@ -1,0 +1,1 @@
+"""MPII Human Pose builder (see mpii.py)."""

@@ -1,0 +1,1 @@
+"""synthetic_people builder (see synthetic_people.py)."""
