@@ -74,25 +74,23 @@ def _infer_stage(shapes: Shapes, k: int) -> hrnet.HRNetStage:
                           num_blocks=tuple(blocks), num_channels=tuple(planes))
 
 
-def _check_stem(shapes: Shapes) -> None:
-  """The stem and layer1 are fixed in the original: 64-wide convs, 4 Bottlenecks of 64 planes."""
-  stem = hrnet.STEM_CHANNELS
+def _infer_stem(shapes: Shapes) -> dict[str, int]:
+  """``stem_channels``, ``layer1_blocks``, ``layer1_planes`` (64 / 4 / 64 in the original)."""
+  stem = shapes["conv1.weight"][0]
   problems = []
-  if shapes["conv1.weight"][0] != stem or tuple(shapes["conv1.weight"][2:]) != (3, 3):
-    problems.append(f"conv1.weight {shapes['conv1.weight']} (expected [{stem}, C, 3, 3])")
+  if tuple(shapes["conv1.weight"][2:]) != (3, 3):
+    problems.append(f"conv1.weight {shapes['conv1.weight']} (expected a 3x3 kernel)")
   if tuple(shapes["conv2.weight"]) != (stem, stem, 3, 3):
     problems.append(f"conv2.weight {shapes['conv2.weight']} (expected [{stem}, {stem}, 3, 3])")
   blocks = count_indices(shapes, r"layer1\.(\d+)\.conv1\.weight")
-  if blocks != hrnet.LAYER1_BLOCKS or "layer1.0.conv3.weight" not in shapes:
+  if blocks < 1 or "layer1.0.conv3.weight" not in shapes:
     problems.append(f"layer1 has {blocks} blocks "
                     f"({'Bottleneck' if 'layer1.0.conv3.weight' in shapes else 'Basic'}); "
-                    f"expected {hrnet.LAYER1_BLOCKS} Bottlenecks")
-  elif shapes["layer1.0.conv1.weight"][0] != hrnet.LAYER1_PLANES:
-    problems.append(f"layer1.0.conv1.weight {shapes['layer1.0.conv1.weight']} "
-                    f"(expected {hrnet.LAYER1_PLANES} planes)")
+                    "expected Bottlenecks")
   if problems:
-    raise CheckpointError("HRNet stem/layer1 differ from pose_hrnet's fixed ones: "
-                          + "; ".join(problems))
+    raise CheckpointError("HRNet stem/layer1 are not pose_hrnet's: " + "; ".join(problems))
+  return {"stem_channels": stem, "layer1_blocks": blocks,
+          "layer1_planes": shapes["layer1.0.conv1.weight"][0]}
 
 
 def infer_pose_hrnet(shapes: Shapes) -> hrnet.PoseHRNetConfig | None:
@@ -111,7 +109,7 @@ def infer_pose_hrnet(shapes: Shapes) -> hrnet.PoseHRNetConfig | None:
     raise CheckpointError(
         f"this is an ImageNet classification HRNet (it has {', '.join(heads)}), not a pose "
         f"model; to initialise pose_hrnet from it, {_PRETRAINED_HINT}")
-  _check_stem(shapes)
+  stem = _infer_stem(shapes)
   numbers = _stage_numbers(shapes, "stage")
   if numbers != list(range(2, len(numbers) + 2)):
     raise CheckpointError(f"HRNet stages {numbers} are not consecutive from stage2")
@@ -135,7 +133,7 @@ def infer_pose_hrnet(shapes: Shapes) -> hrnet.PoseHRNetConfig | None:
     raise CheckpointError(f"final_layer.weight {final}: non-square kernel")
   try:
     return hrnet.PoseHRNetConfig(stages=stages, num_joints=final[0], final_conv_kernel=final[2],
-                                 in_channels=shapes["conv1.weight"][1])
+                                 in_channels=shapes["conv1.weight"][1], **stem)
   except ValueError as e:
     raise CheckpointError(f"inconsistent pose_hrnet state dict: {e}") from e
 

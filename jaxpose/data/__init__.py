@@ -5,7 +5,14 @@
   box-to-crop conversion and horizontal flips of keypoints.
 * ``targets``: training targets (HRNet/SimpleBaseline Gaussians, MSPN blurred peaks),
   channels-last ``[H, W, K]``.
+* ``augment``: the originals' random crop parameters (HRNet/SimpleBaseline and MSPN).
+* ``topdown``: per-person instance tables and the training / evaluation sample of one
+  instance.
+* ``pipeline``: grain over the TFDS ``array_record`` data (shuffling, workers,
+  checkpointable iterator state).
+* ``coco_format``: reading, validating and rebuilding COCO keypoint annotations.
+* ``synthetic``: the procedural generator behind ``synthetic_people``.
+* ``builders``: ``build_dataset`` for the TFDS builders of ``data_builders/``.
 
-Everything here is plain numpy/OpenCV so it runs in data-loader worker processes and is
+The transforms are plain numpy/OpenCV so they run in data-loader worker processes and are
 testable without TensorFlow or JAX.
-"""

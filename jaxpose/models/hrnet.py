@@ -58,7 +58,6 @@ FUSE_METHODS = ("sum",)
 STEM_CHANNELS = 64  # conv1/conv2 width, fixed in the original
 LAYER1_PLANES = 64  # layer1: Bottleneck planes, fixed in the original
 LAYER1_BLOCKS = 4  # layer1: Bottleneck count, fixed in the original
-LAYER1_CHANNELS = LAYER1_PLANES * resnet.Bottleneck.expansion  # 256
 
 _INIT = layers.normal_init(0.001)
 
@@ -146,6 +145,10 @@ class PoseHRNetConfig(ModelConfig):
     final_conv_kernel: ``MODEL.EXTRA.FINAL_CONV_KERNEL`` (padding 1 if 3, else 0, as the
       original: kernels other than 1 and 3 shrink the heatmaps by ``k - 1``).
     in_channels: image channels (3 in the original).
+    stem_channels, layer1_blocks, layer1_planes: width of the two stride-2 stem convs and
+      the Bottleneck count / planes of ``layer1``. Fixed to 64 / 4 / 64 in the original
+      (the defaults); smaller values give the light HRNets of ``small()`` (most of a narrow
+      HRNet's compute is in this fixed stem at 1/4 resolution).
     dtype: compute dtype ('float32' or 'bfloat16'); params stay float32.
   """
   name: ClassVar[str] = "pose_hrnet"
@@ -153,6 +156,9 @@ class PoseHRNetConfig(ModelConfig):
   num_joints: int = 17
   final_conv_kernel: int = 1
   in_channels: int = 3
+  stem_channels: int = STEM_CHANNELS
+  layer1_blocks: int = LAYER1_BLOCKS
+  layer1_planes: int = LAYER1_PLANES
   dtype: str = "float32"
 
   def __post_init__(self):
@@ -166,7 +172,14 @@ class PoseHRNetConfig(ModelConfig):
                        "must be >= 1")
     if self.final_conv_kernel < 1:
       raise ValueError(f"final_conv_kernel must be >= 1, got {self.final_conv_kernel}")
+    if min(self.stem_channels, self.layer1_blocks, self.layer1_planes) < 1:
+      raise ValueError("stem_channels, layer1_blocks and layer1_planes must be >= 1, got "
+                       f"{self.stem_channels}, {self.layer1_blocks}, {self.layer1_planes}")
     layers.as_dtype(self.dtype)
+
+  @property
+  def layer1_channels(self) -> int:
+    return self.layer1_planes * resnet.Bottleneck.expansion
 
   @property
   def size_divisor(self) -> int:
@@ -196,6 +209,15 @@ class PoseHRNetConfig(ModelConfig):
               HRNetStage(1, "basic", (2, 2, 2), c[:3]),
               HRNetStage(1, "basic", (2, 2, 2, 2), c))
     return cls(stages=stages, **kw)
+
+  @classmethod
+  def small(cls, **kw) -> "PoseHRNetConfig":
+    """``tiny()`` with a light stem (32-wide convs, 2 Bottlenecks of 32 planes in layer1).
+
+    About a third of ``tiny()``'s compute; the quickstart model for CPUs.
+    """
+    kw = {"stem_channels": 32, "layer1_blocks": 2, "layer1_planes": 32, **kw}
+    return cls.tiny(**kw)
 
   @classmethod
   def from_original(cls, extra: Mapping[str, Any], *, num_joints: int, **kw
@@ -330,16 +352,16 @@ class PoseHRNet(nnx.Module):
   def __init__(self, config: PoseHRNetConfig, *, rngs: nnx.Rngs):
     self.config = config
     dtype = layers.as_dtype(config.dtype)
-    self.conv1 = _conv(config.in_channels, STEM_CHANNELS, 3, 2, dtype, rngs)
-    self.bn1 = layers.BatchNorm(STEM_CHANNELS, dtype=dtype)
-    self.conv2 = _conv(STEM_CHANNELS, STEM_CHANNELS, 3, 2, dtype, rngs)
-    self.bn2 = layers.BatchNorm(STEM_CHANNELS, dtype=dtype)
-    bottleneck = resnet.Bottleneck
+    stem = config.stem_channels
+    self.conv1 = _conv(config.in_channels, stem, 3, 2, dtype, rngs)
+    self.bn1 = layers.BatchNorm(stem, dtype=dtype)
+    self.conv2 = _conv(stem, stem, 3, 2, dtype, rngs)
+    self.bn2 = layers.BatchNorm(stem, dtype=dtype)
     self.layer1 = nnx.List([
-        bottleneck(STEM_CHANNELS if b == 0 else LAYER1_CHANNELS, LAYER1_PLANES, dtype=dtype,
-                   kernel_init=_INIT, rngs=rngs)
-        for b in range(LAYER1_BLOCKS)])
-    previous = (LAYER1_CHANNELS,)
+        resnet.Bottleneck(stem if b == 0 else config.layer1_channels, config.layer1_planes,
+                          dtype=dtype, kernel_init=_INIT, rngs=rngs)
+        for b in range(config.layer1_blocks)])
+    previous = (config.layer1_channels,)
     last = len(config.stages) - 1
     for s, stage in enumerate(config.stages):
       setattr(self, f"transition{s + 1}",

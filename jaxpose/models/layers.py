@@ -148,6 +148,8 @@ class Conv(nnx.Module):
     self.dtype = as_dtype(dtype)
     self.precision = precision
     kernel_shape = (*self.kernel_size, in_features // groups, out_features)
+    self._is_pointwise = (all(k == 1 for k in self.kernel_size) and groups == 1
+                          and not any(self.padding))
     self.kernel = nnx.Param(kernel_init(rngs.params(), kernel_shape, param_dtype))
     if use_bias:
       fan_in = int(np.prod(kernel_shape[:-1]))
@@ -163,16 +165,24 @@ class Conv(nnx.Module):
           f"Conv expects input [B, {', '.join('?' * self.ndim)}, {self.in_features}], "
           f"got {tuple(x.shape)}")
     dtype = self.dtype or x.dtype
-    y = jax.lax.conv_general_dilated(
-        x.astype(dtype),
-        self.kernel[...].astype(dtype),
-        window_strides=self.strides,
-        padding=[(p, p) for p in self.padding],
-        rhs_dilation=self.dilation,
-        dimension_numbers=_DIMENSION_NUMBERS[self.ndim],
-        feature_group_count=self.groups,
-        precision=self.precision,
-    )
+    kernel = self.kernel[...].astype(dtype)
+    if self._is_pointwise:
+      # A 1x1 convolution is a matmul over channels. Written as one, its gradients are
+      # matmuls too (XLA:CPU computes 1x1 convolution weight gradients many times slower).
+      x = x[(slice(None),) + tuple(slice(None, None, s) for s in self.strides)]
+      y = jax.lax.dot_general(x.astype(dtype), kernel.reshape(kernel.shape[-2:]),
+                              (((x.ndim - 1,), (0,)), ((), ())), precision=self.precision)
+    else:
+      y = jax.lax.conv_general_dilated(
+          x.astype(dtype),
+          kernel,
+          window_strides=self.strides,
+          padding=[(p, p) for p in self.padding],
+          rhs_dilation=self.dilation,
+          dimension_numbers=_DIMENSION_NUMBERS[self.ndim],
+          feature_group_count=self.groups,
+          precision=self.precision,
+      )
     if self.bias is not None:
       y = y + self.bias[...].astype(dtype)
     return y

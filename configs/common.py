@@ -1,0 +1,163 @@
+"""Building blocks shared by the config files (plain functions, no inheritance).
+
+Every config file's ``get_config(arg)`` assembles a ``ConfigDict`` with these sections:
+
+* ``model``: the architecture (``jaxpose.models.<family>.<Config>.<variant>().to_config()``);
+* ``task``: 'heatmap' (HRNet, SimpleBaseline) or 'mspn' -- loss, flip test and decoding;
+* ``init``: where the initial weights come from ('scratch', 'imagenet', 'checkpoint');
+* ``data``: dataset, crop/heatmap sizes, colour order, normalisation, augmentation;
+* ``optim``: optimizer and learning-rate schedule (``jaxpose.train.optim``);
+* ``train``: global batch, epochs, logging/checkpoint/eval cadence, compute dtype;
+* ``eval``: boxes (ground truth or detections), flip test, decoding, COCO post-processing.
+
+Every field can be overridden from the command line, e.g.
+``--config.train.global_batch_size=64 --config.optim.lr=5e-4``.
+"""
+from __future__ import annotations
+
+import os
+
+import ml_collections
+
+from jaxpose.data import augment
+
+# ImageNet statistics as the originals use them (RGB order; SimpleBaseline applies these
+# same numbers to BGR images, which the configs reproduce).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# The detection results used for the published COCO val2017 numbers of HRNet/SimpleBaseline.
+COCO_DETECTIONS = "COCO_val2017_detections_AP_H_56_person.json"
+
+
+def default_data_dir() -> str:
+  """``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``."""
+  return os.environ.get("TFDS_DATA_DIR", os.path.expanduser("~/tensorflow_datasets"))
+
+
+def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+  """``"w=48,size=384x288"`` -> ConfigDict over ``defaults`` (unknown keys raise)."""
+  out = ml_collections.ConfigDict(defaults)
+  if not arg:
+    return out
+  for item in arg.split(","):
+    key, sep, value = item.partition("=")
+    key = key.strip()
+    if key not in defaults:
+      raise ValueError(f"unknown config argument {key!r}; valid: {sorted(defaults)}")
+    default = defaults[key]
+    if not sep:
+      out[key] = True
+    elif isinstance(default, bool):
+      out[key] = value.lower() in ("1", "true", "yes")
+    elif isinstance(default, int):
+      out[key] = int(value)
+    elif isinstance(default, float):
+      out[key] = float(value)
+    else:
+      out[key] = value
+  return out
+
+
+def input_size(size: str) -> tuple[tuple[int, int], tuple[int, int]]:
+  """``"256x192"`` -> ((256, 192), (64, 48)): (h, w) of the crop and of the heatmap."""
+  h, w = (int(v) for v in size.lower().split("x"))
+  return (h, w), (h // 4, w // 4)
+
+
+def hrnet_augment(scale_factor: float, rotation_factor: float, half_body_prob: float,
+                  half_body_min_joints: int = 8) -> ml_collections.ConfigDict:
+  """HRNet/SimpleBaseline ``JointsDataset`` augmentation (rotation p 0.6, flip p 0.5)."""
+  return ml_collections.ConfigDict(dict(
+      scale_factor=scale_factor, rotation_factor=rotation_factor, rotation_prob=0.6,
+      flip_prob=0.5, half_body_prob=half_body_prob,
+      half_body_min_joints=half_body_min_joints, half_body_scale=1.5))
+
+
+def mspn_augment(dataset: str) -> ml_collections.ConfigDict:
+  """MSPN's ``dataset/attribute.py`` values for COCO or MPII."""
+  if dataset == "mpii":
+    aug = augment.MSPNAugment(basic_ext=0.0, random_ext=False, x_ext=0.25, y_ext=0.25,
+                              scale_shrink=1.0, rotation_factor=60.0, half_body_min_joints=8,
+                              half_body_prob=0.5, x_ext_half_body=0.6, y_ext_half_body=0.6,
+                              test_x_ext=0.25, test_y_ext=0.25)
+  else:
+    aug = augment.MSPNAugment()
+  return ml_collections.ConfigDict(aug.__dict__)
+
+
+def data(dataset: str, size: str, *, method: str, color: str, mean=IMAGENET_MEAN,
+         std=IMAGENET_STD, aug: ml_collections.ConfigDict, sigma: float = 2.0,
+         builder_config: str | None = None, num_workers: int = 4) -> ml_collections.ConfigDict:
+  """The ``data`` section of a top-down config."""
+  keypoint_set = "mpii" if dataset == "mpii" else "coco"
+  crop, heatmap = input_size(size)
+  return ml_collections.ConfigDict(dict(
+      dataset=dataset, builder_config=builder_config, data_dir=default_data_dir(),
+      manual_dir=ml_collections.FieldReference(None, field_type=str),
+      train_split="train", eval_split="validation",
+      keypoints=keypoint_set, method=method, input_size=crop, heatmap_size=heatmap,
+      color=color, mean=tuple(mean), std=tuple(std), sigma=sigma,
+      use_different_joints_weight=False, aug=aug, num_workers=num_workers,
+      mspn_kernels=((15, 15), (11, 11), (9, 9), (7, 7), (5, 5))))
+
+
+def init(kind: str, path: str = "", pretrained_layers=("*",)) -> ml_collections.ConfigDict:
+  """``kind``: 'scratch', 'imagenet' (partial load of a classification checkpoint) or
+  'checkpoint' (a converted or jaxpose checkpoint directory, or an original .pth)."""
+  return ml_collections.ConfigDict(dict(kind=kind, path=path,
+                                        pretrained_layers=tuple(pretrained_layers)))
+
+
+def adam_multistep(lr: float, milestones, factor: float = 0.1) -> ml_collections.ConfigDict:
+  """HRNet/SimpleBaseline: Adam, no weight decay, x``factor`` at ``milestones`` (epochs)."""
+  return ml_collections.ConfigDict(dict(
+      name="adam", lr=lr, weight_decay=0.0, b1=0.9, b2=0.999, eps=1e-8,
+      schedule="multistep", milestones=tuple(milestones), factor=factor))
+
+
+def mspn_optim(global_batch_size: int, max_iter_8gpu: int = 96000) -> ml_collections.ConfigDict:
+  """MSPN ``lib/utils/solver.py``: lr 5e-4 per 32 images, L2 1e-5, warm-up 2400 from 0.1,
+  linear decay to 0; ``MAX_ITER`` scales as 8 GPUs x 32 / global batch, warm-up does not."""
+  return ml_collections.ConfigDict(dict(
+      name="adam", lr=5e-4 * global_batch_size / 32, weight_decay=1e-5, b1=0.9, b2=0.999,
+      eps=1e-8, schedule="warmup_linear", warmup_steps=2400, warmup_factor=0.1,
+      total_steps=int(max_iter_8gpu * 256 / global_batch_size)))
+
+
+def train(global_batch_size: int, num_epochs: int, *, eval_every_epochs: int = 10,
+          total_steps: int | None = None) -> ml_collections.ConfigDict:
+  """The ``train`` section: ``total_steps`` (if set) overrides ``num_epochs``."""
+  return ml_collections.ConfigDict(dict(
+      global_batch_size=global_batch_size, num_epochs=num_epochs,
+      total_steps=ml_collections.FieldReference(total_steps, field_type=int),
+      log_every_steps=100, checkpoint_every_steps=2000, keep_checkpoints=3,
+      async_checkpoints=True, eval_every_epochs=eval_every_epochs, dtype="float32",
+      num_summary_images=4, seed=0))
+
+
+def coco_eval(boxes: str, *, flip_test: bool = True, batch_size: int = 64,
+              detection_file: str = "") -> ml_collections.ConfigDict:
+  """HRNet/SimpleBaseline COCO evaluation (``TEST`` of the yamls)."""
+  return ml_collections.ConfigDict(dict(
+      metric="AP", boxes=boxes, detection_file=detection_file, image_thre=0.0,
+      in_vis_thre=0.2, oks_thre=0.9, soft_nms=False, flip_test=flip_test,
+      shift_heatmap=True, post_process=True, batch_size=batch_size,
+      decode_kernel=5, shift_ratios=(0.25,)))
+
+
+def mspn_coco_eval(boxes: str, *, batch_size: int = 64, detection_file: str = ""
+                   ) -> ml_collections.ConfigDict:
+  """MSPN's COCO test: flip without shift, blur-5 decoding, mean-score rescoring, no NMS."""
+  cfg = coco_eval(boxes, batch_size=batch_size, detection_file=detection_file)
+  cfg.update(dict(in_vis_thre=None, oks_thre=None, shift_heatmap=False, decode_kernel=5))
+  return cfg
+
+
+def mpii_eval(*, task: str = "heatmap", batch_size: int = 64) -> ml_collections.ConfigDict:
+  """PCKh@0.5 on MPII validation (``gt_valid.mat`` attached by the builder)."""
+  cfg = coco_eval("gt", batch_size=batch_size)
+  cfg.metric = "Mean"
+  if task == "mspn":
+    cfg.update(dict(shift_heatmap=False, decode_kernel=9))
+  return cfg

@@ -1,0 +1,213 @@
+"""The top-down input pipeline: TFDS ``array_record`` data -> grain -> numpy batches.
+
+* ``DatasetRef`` names a prepared TFDS split. Examples are read by random access
+  (``builder.as_data_source``) with the JPEG bytes left encoded; OpenCV decodes them in the
+  grain workers.
+* ``instances`` builds (once, then caches next to the dataset) the per-person
+  ``InstanceTable`` of a split with the method's selection rules.
+* ``train_iterator`` is a grain pipeline: global shuffle that changes every epoch,
+  repeat, per-sample augmentation seeded by (seed, sample index), batching, optional
+  worker processes. Its state (``get_state``/``set_state``) is a small dict saved with
+  every checkpoint, so a resumed run sees exactly the samples it would have seen. On
+  several hosts each host reads every ``process_count``-th sample of the global stream.
+* ``eval_batches`` yields un-augmented crops in order, the last batch padded and masked.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import grain
+import numpy as np
+
+from jaxpose.data import topdown
+
+logger = logging.getLogger(__name__)
+
+INSTANCE_CACHE_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetRef:
+  """A prepared TFDS split: builder ``name`` (+ ``config``) under ``data_dir``."""
+  name: str
+  data_dir: str
+  split: str
+  config: str | None = None
+
+
+@functools.lru_cache(maxsize=8)
+def _builder(name: str, data_dir: str, config: str | None):
+  from jaxpose.data import builders  # TFDS and TensorFlow are imported on first use only
+  kwargs: dict[str, Any] = {"data_dir": data_dir, "file_format": "array_record"}
+  if config is not None:
+    kwargs["config"] = config
+  builder = builders.builder_class(name)(**kwargs)
+  if not builder.is_prepared():
+    raise FileNotFoundError(
+        f"dataset {name}{'/' + config if config else ''} is not prepared under {data_dir}; "
+        f"build it first: python -m jaxpose.data.builders {name} --data_dir {data_dir}"
+        + (f" --config {config}" if config else ""))
+  return builder
+
+
+@functools.lru_cache(maxsize=8)
+def open_source(ref: DatasetRef):
+  """Random-access source of ``ref`` whose ``image`` entries are JPEG bytes."""
+  import tensorflow_datasets as tfds
+  builder = _builder(ref.name, ref.data_dir, ref.config)
+  if ref.split not in builder.info.splits:
+    raise ValueError(f"{ref.name} has no split {ref.split!r}; splits: {list(builder.info.splits)}")
+  return builder.as_data_source(ref.split, decoders={"image": tfds.decode.SkipDecoding()})
+
+
+def dataset_dir(ref: DatasetRef) -> str:
+  return os.fspath(_builder(ref.name, ref.data_dir, ref.config).data_dir)
+
+
+def _annotation_examples(source) -> Iterator[tuple[int, dict[str, Any]]]:
+  for index in range(len(source)):
+    yield index, source[index]
+
+
+def instances(ref: DatasetRef, spec: topdown.SampleSpec, num_keypoints: int
+              ) -> topdown.InstanceTable:
+  """Ground-truth person instances of a split (cached as ``.npz`` beside the data).
+
+  ``mpii`` examples use the MPII rules; every other dataset is COCO-format.
+  """
+  key = f"{ref.split}_{spec.method}_{spec.aspect_ratio:.6f}_{spec.padding:g}"
+  path = os.path.join(dataset_dir(ref), f"jaxpose_instances_v{INSTANCE_CACHE_VERSION}_{key}.npz")
+  if os.path.exists(path):
+    return topdown.InstanceTable.load(path)
+  examples = _annotation_examples(open_source(ref))
+  if ref.name == "mpii":
+    table = topdown.mpii_instances(examples, spec.method, spec.padding)
+    logger.info("%s[%s]: %d person instances", ref.name, ref.split, len(table))
+  else:
+    table, skipped = topdown.ground_truth_instances(
+        examples, spec.method, num_keypoints, spec.aspect_ratio, spec.padding)
+    logger.info("%s[%s]: %d person instances (left out: %s)", ref.name, ref.split, len(table),
+                ", ".join(f"{k} {v}" for k, v in skipped.items()))
+  tmp = f"{path}.tmp.{os.getpid()}.npz"
+  table.save(tmp)
+  os.replace(tmp, path)
+  return table
+
+
+def image_index(ref: DatasetRef) -> dict[int, tuple[int, int, int]]:
+  """image id -> (example index, width, height) of a split."""
+  source = open_source(ref)
+  out = {}
+  for index in range(len(source)):
+    ex = source[index]
+    out[int(ex["image/id"])] = (index, int(ex["image/width"]), int(ex["image/height"]))
+  return out
+
+
+class InstanceSource(grain.sources.RandomAccessDataSource):
+  """Grain source: instance ``i`` -> its table row plus the image's JPEG bytes.
+
+  The TFDS source is opened lazily in each process (cheap to pickle into workers).
+  """
+
+  def __init__(self, ref: DatasetRef, table: topdown.InstanceTable):
+    self._ref = ref
+    self._table = table
+
+  def __len__(self) -> int:
+    return len(self._table)
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    row = self._table.row(int(index))
+    example = open_source(self._ref)[int(row["example_index"])]
+    row["jpeg"] = example["image"]
+    return row
+
+  def __repr__(self) -> str:
+    return f"InstanceSource({self._ref}, {len(self._table)} instances)"
+
+
+class _TrainTransform(grain.transforms.RandomMap):
+  def __init__(self, spec: topdown.SampleSpec):
+    self._spec = spec
+
+  def random_map(self, element: dict[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    image = topdown.decode_image(element["jpeg"], self._spec.color, int(element["image_id"]))
+    return topdown.train_sample(self._spec, element, image, rng)
+
+
+class _EvalTransform(grain.transforms.Map):
+  def __init__(self, spec: topdown.SampleSpec):
+    self._spec = spec
+
+  def map(self, element: dict[str, Any]) -> dict[str, np.ndarray]:
+    image = topdown.decode_image(element["jpeg"], self._spec.color, int(element["image_id"]))
+    return topdown.eval_sample(self._spec, element, image)
+
+
+def _multiprocessing(num_workers: int) -> grain.MultiprocessingOptions:
+  """Worker options; grain reads absl flags, which library users may not have parsed."""
+  from absl import flags
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS(["jaxpose"], known_only=True)
+  return grain.MultiprocessingOptions(num_workers=num_workers)
+
+
+def train_iterator(ref: DatasetRef, table: topdown.InstanceTable, spec: topdown.SampleSpec, *,
+                   batch_size: int, seed: int, num_workers: int = 0,
+                   process_index: int = 0, process_count: int = 1) -> grain.DatasetIterator:
+  """Endless, checkpointable iterator of this host's training batches.
+
+  Args:
+    ref, table, spec: the split, its instances and how to make a sample.
+    batch_size: this host's batch (global batch / process_count).
+    seed: shuffling and augmentation seed.
+    num_workers: grain worker processes (0: in this process).
+    process_index, process_count: this host's slice of the global sample stream.
+
+  Returns:
+    A grain iterator of dicts of stacked numpy arrays (``image`` uint8 ``[b, h, w, 3]``,
+    targets as ``topdown.train_sample``); ``get_state``/``set_state`` checkpoint it.
+  """
+  if len(table) == 0:
+    raise ValueError(f"{ref.name}[{ref.split}]: no training instances")
+  ds = grain.MapDataset.source(InstanceSource(ref, table)).shuffle(seed=seed).repeat(None)
+  if process_count > 1:
+    ds = ds[process_index::process_count]
+  ds = ds.random_map(_TrainTransform(spec), seed=seed).batch(batch_size, drop_remainder=True)
+  it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
+  if num_workers > 0:
+    it_ds = it_ds.mp_prefetch(_multiprocessing(num_workers))
+  return iter(it_ds)
+
+
+def eval_batches(ref: DatasetRef, table: topdown.InstanceTable, spec: topdown.SampleSpec, *,
+                 batch_size: int, num_workers: int = 0) -> Iterator[dict[str, np.ndarray]]:
+  """Evaluation crops in table order; the last batch is padded, ``mask`` marks real rows."""
+  if len(table) == 0:
+    return
+  ds = grain.MapDataset.source(InstanceSource(ref, table)).map(_EvalTransform(spec))
+  it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
+  if num_workers > 0:
+    it_ds = it_ds.mp_prefetch(_multiprocessing(num_workers))
+  pending: list[dict[str, np.ndarray]] = []
+  for sample in it_ds:
+    pending.append(sample)
+    if len(pending) == batch_size:
+      yield _stack(pending, batch_size)
+      pending = []
+  if pending:
+    yield _stack(pending, batch_size)
+
+
+def _stack(samples: list[dict[str, np.ndarray]], batch_size: int) -> dict[str, np.ndarray]:
+  n = len(samples)
+  batch = {k: np.stack([np.asarray(s[k]) for s in samples + [samples[-1]] * (batch_size - n)])
+           for k in samples[0]}
+  batch["mask"] = np.arange(batch_size) < n
+  return batch

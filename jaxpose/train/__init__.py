@@ -1,0 +1,1 @@
+"""Training and evaluation: optimizers, the sharded train step, the top-down loop."""

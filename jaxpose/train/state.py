@@ -1,0 +1,164 @@
+"""Training state and the pure, sharded train step.
+
+The model is split once (``nnx.split``) into a static ``GraphDef`` and its variables; the
+train step is a pure function of ``TrainState`` and a batch, jitted with explicit
+shardings over a ``Mesh`` with a ``data`` axis: the batch is sharded along it, the state
+is replicated. BatchNorm statistics are means over the (sharded) batch axis, i.e. over the
+global batch, with no extra code. The same step runs unchanged on 1 device, N devices and
+several hosts.
+
+A non-finite loss (or gradient, or update) freezes the state: the step returns the
+previous parameters and records the first bad step, so the caller can save the last good
+state and stop (see ``jaxpose.train.loop``).
+"""
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+Batch = dict[str, jax.Array]
+Metrics = dict[str, jax.Array]
+LossFn = Callable[[dict[str, jax.Array], Batch], tuple[jax.Array, Metrics]]
+
+DATA_AXIS = "data"
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything that changes during training (a pytree; checkpointed whole).
+
+  Attributes:
+    step: number of optimizer updates applied (int32 scalar).
+    params: ``nnx.Param`` state of the model.
+    batch_stats: ``nnx.BatchStat`` state (BatchNorm running statistics).
+    opt_state: optax state.
+    rng: PRNG key for dropout and other in-step randomness; split every step.
+    first_bad_step: -1 while every loss so far was finite, else the step whose loss was
+      not (the state then stays frozen at the last good values).
+  """
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  rng: jax.Array
+  first_bad_step: jax.Array
+
+
+def make_mesh(devices: list | None = None) -> Mesh:
+  """A 1-D mesh over all (global) devices with axis ``data``."""
+  devices = np.asarray(devices if devices is not None else jax.devices())
+  return Mesh(devices.reshape(-1), (DATA_AXIS,))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Leading (batch) axis split over ``data``; other axes whole."""
+  return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def split_model(model: nnx.Module) -> tuple[nnx.GraphDef, nnx.GraphDef, Any, Any]:
+  """``(train_graphdef, eval_graphdef, params, batch_stats)`` of a model.
+
+  The two graph definitions differ only in the static BatchNorm/Dropout mode flags.
+  """
+  model.train()
+  train_def, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+  model.eval()
+  eval_def, _, _ = nnx.split(model, nnx.Param, nnx.BatchStat)
+  model.train()
+  # Plain arrays (no Variable objects) so that nnx.merge inside traced functions creates
+  # fresh Variables at the right trace level.
+  return train_def, eval_def, nnx.as_pure(params), nnx.as_pure(batch_stats)
+
+
+def init_train_state(params, batch_stats, tx: optax.GradientTransformation, seed: int
+                     ) -> TrainState:
+  return TrainState(
+      step=jnp.zeros((), jnp.int32),
+      params=params,
+      batch_stats=batch_stats,
+      opt_state=tx.init(params),
+      rng=jax.random.key_data(jax.random.key(seed)),
+      first_bad_step=jnp.full((), -1, jnp.int32),
+  )
+
+
+def make_train_step(train_def: nnx.GraphDef, loss_fn: LossFn, tx: optax.GradientTransformation,
+                    preprocess: Callable[[jax.Array], jax.Array] = lambda x: x,
+                    ) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
+  """The pure train step ``(state, batch) -> (state, metrics)``.
+
+  Args:
+    train_def: graph definition of the model in training mode.
+    loss_fn: ``(model outputs, batch) -> (scalar loss, metrics)``.
+    tx: optax transformation.
+    preprocess: applied to ``batch["image"]`` on the device (e.g. uint8 -> normalised).
+
+  The model is called as ``model(x, rngs=nnx.Rngs(dropout=key))`` when it accepts
+  ``rngs`` (dropout), else ``model(x)``.
+  """
+
+  def step_fn(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
+    rng, step_key = jax.random.split(jax.random.wrap_key_data(state.rng))
+
+    def compute_loss(params):
+      model = nnx.merge(train_def, params, state.batch_stats)
+      outputs = _call_model(model, preprocess(batch["image"]), step_key)
+      loss, metrics = loss_fn(outputs, batch)
+      return loss, (metrics, nnx.as_pure(nnx.state(model, nnx.BatchStat)))
+
+    (loss, (metrics, batch_stats)), grads = jax.value_and_grad(compute_loss, has_aux=True)(
+        state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    grad_norm = optax.global_norm(grads)
+    finite = (jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.global_norm(updates))
+              & (state.first_bad_step < 0))
+    keep = lambda new, old: jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new, old)
+    new_state = TrainState(
+        step=jnp.where(finite, state.step + 1, state.step),
+        params=keep(params, state.params),
+        batch_stats=keep(batch_stats, state.batch_stats),
+        opt_state=keep(opt_state, state.opt_state),
+        rng=jnp.where(finite, jax.random.key_data(rng), state.rng),
+        first_bad_step=jnp.where(state.first_bad_step >= 0, state.first_bad_step,
+                                 jnp.where(finite, -1, state.step)),
+    )
+    metrics = {"loss": loss, **metrics, "grad_norm": grad_norm}
+    return new_state, metrics
+
+  return step_fn
+
+
+def _call_model(model: nnx.Module, inputs: jax.Array, key: jax.Array):
+  if "rngs" in inspect.signature(type(model).__call__).parameters:
+    return model(inputs, rngs=nnx.Rngs(dropout=key))
+  return model(inputs)
+
+
+def jit_train_step(step_fn, mesh: Mesh, state_sharding=None):
+  """``jax.jit`` of the train step with explicit shardings and a donated state."""
+  state_sharding = state_sharding if state_sharding is not None else replicated(mesh)
+  return jax.jit(step_fn,
+                 in_shardings=(state_sharding, batch_sharding(mesh)),
+                 out_shardings=(state_sharding, replicated(mesh)),
+                 donate_argnums=(0,))
+
+
+def global_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> Batch:
+  """Makes each host's local batch part of one global, data-sharded array per key."""
+  sharding = batch_sharding(mesh)
+  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+          for k, v in batch.items()}
