@@ -32,8 +32,10 @@ REFERENCE_DIR = Path(os.environ.get(
 IMAGE = (2, 64, 64)  # batch, H, W: ceil(H/4) = 16 is a multiple of 2^(4-1)
 
 CONFIGS = {
-    # All four branches, Basic blocks (the quickstart model).
+    # All four branches, Basic blocks.
     "tiny": hrnet.PoseHRNetConfig.tiny(num_joints=5),
+    # The light stem/layer1 of the quickstart model (a jaxpose generalisation).
+    "small": hrnet.PoseHRNetConfig.small(num_joints=5),
     # Bottleneck stage, a last-branch width change in transition2, several modules per stage,
     # 3x3 final conv, grey-scale input.
     "mixed": hrnet.PoseHRNetConfig(

@@ -16,3 +16,4 @@
 
 The transforms are plain numpy/OpenCV so they run in data-loader worker processes and are
 testable without TensorFlow or JAX.
+"""
