@@ -29,6 +29,7 @@ import numpy as np
 from flax import nnx
 
 from jaxpose import checkpoint
+from jaxpose import fileio
 from jaxpose import models
 from jaxpose.convert import core
 from jaxpose.convert import hrnet as hrnet_family
@@ -180,8 +181,8 @@ def convert_checkpoint(input_path: str | os.PathLike, output_dir: str | os.PathL
     raise FileExistsError(f"{ckpt_dir} already exists; choose a new output directory")
   os.makedirs(output_dir, exist_ok=True)
   checkpoint.save_variables(ckpt_dir, checkpoint.model_variables(model))
-  _write_json(os.path.join(output_dir, CONFIG_FILE), config.to_config().to_dict())
-  _write_json(os.path.join(output_dir, REPORT_FILE), {
+  fileio.write_json(os.path.join(output_dir, CONFIG_FILE), config.to_config().to_dict(), indent=1)
+  fileio.write_json(os.path.join(output_dir, REPORT_FILE), {
       "source": os.path.abspath(os.fspath(input_path)),
       "family": config.name,
       "wrapper_key": unwrapped.wrapper_key,
@@ -191,15 +192,8 @@ def convert_checkpoint(input_path: str | os.PathLike, output_dir: str | os.PathL
       "skipped": report.skipped,
       "missing": report.missing,
       "unexpected": report.unexpected,
-  })
+  }, indent=1, default=str)
   return config
-
-
-def _write_json(path: str, obj: Any) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=1, default=str)
-  os.replace(tmp, path)
 
 
 def load_model_config(output_dir: str | os.PathLike) -> ml_collections.ConfigDict:

@@ -35,7 +35,6 @@ import logging
 import math
 import os
 import pathlib
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Union
 
@@ -44,6 +43,7 @@ from numpy.typing import ArrayLike
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from jaxpose import fileio
 from jaxpose.data.transforms import box_to_center_scale
 from jaxpose.evaluation import nms
 
@@ -326,20 +326,7 @@ def write_results_json(results: Sequence[Mapping[str, Any]],
   Returns:
     The path written.
   """
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-  try:
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-      json.dump(list(results), f, allow_nan=False)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
-  return path
+  return fileio.write_json(path, list(results), allow_nan=False)
 
 
 def results_path(work_dir: str | os.PathLike, image_set: str = "val2017") -> pathlib.Path:

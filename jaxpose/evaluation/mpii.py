@@ -31,13 +31,13 @@ import collections
 import dataclasses
 import os
 import pathlib
-import tempfile
 from typing import Any
 
 import numpy as np
 import scipy.io
 from numpy.typing import ArrayLike
 
+from jaxpose import fileio
 from jaxpose.evaluation.coco import format_name_value_table, print_name_value_table
 
 __all__ = [
@@ -308,17 +308,4 @@ def save_mpii_predictions(preds: ArrayLike, path: str | os.PathLike,
   """
   p = np.asarray(preds)
   p = _check_preds(p, p.shape[0] if p.ndim == 3 else -1) + pred_offset
-  path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-  try:
-    with os.fdopen(fd, "wb") as f:
-      scipy.io.savemat(f, {"preds": p})
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
-  return path
+  return fileio.atomic_write(path, lambda f: scipy.io.savemat(f, {"preds": p}), binary=True)
