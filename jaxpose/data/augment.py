@@ -104,7 +104,11 @@ def _choose_half(rng: np.random.Generator, upper, lower, min_part: int):
 def hrnet_half_body(rng: np.random.Generator, joints: np.ndarray, vis: np.ndarray,
                     upper_ids: Sequence[int], aspect_ratio: float, box_scale: float = 1.5,
                     ) -> tuple[np.ndarray, np.ndarray] | None:
-  """HRNet's ``half_body_transform``: centre = joint mean, box x1.5 (None if < 2 joints)."""
+  """HRNet's ``half_body_transform``: centre = joint mean, box x1.5.
+
+  None (keep the full box) with fewer than 2 joints in the chosen half, as the original,
+  or when those joints coincide (a zero-size box the original would crop to nothing).
+  """
   upper, lower = _split_body(joints, vis, upper_ids)
   selected = _choose_half(rng, upper, lower, 2)
   if len(selected) < 2:
@@ -113,6 +117,8 @@ def hrnet_half_body(rng: np.random.Generator, joints: np.ndarray, vis: np.ndarra
   center = pts.mean(axis=0)[:2]
   w, h = pts.max(axis=0) - pts.min(axis=0)
   w, h = _fit_aspect(float(w), float(h), aspect_ratio)
+  if w <= 0 or h <= 0:  # coincident joints: keep the full box
+    return None
   scale = np.array([w / PIXEL_STD, h / PIXEL_STD], np.float32) * box_scale
   return center.astype(np.float32), scale.astype(np.float32)
 
@@ -175,7 +181,10 @@ def mspn_test_crop(center: np.ndarray, scale: np.ndarray, aug: MSPNAugment,
 def mspn_half_body(rng: np.random.Generator, joints: np.ndarray, vis: np.ndarray,
                    upper_ids: Sequence[int], aspect_ratio: float, aug: MSPNAugment,
                    ) -> tuple[np.ndarray, np.ndarray] | None:
-  """MSPN's ``half_body_transform``: box centre, random extensions (None if < 3 joints)."""
+  """MSPN's ``half_body_transform``: box centre, random extensions.
+
+  None (keep the full box) with fewer than 3 joints in the chosen half or coincident joints.
+  """
   upper, lower = _split_body(joints, vis, upper_ids)
   selected = _choose_half(rng, upper, lower, 3)
   if len(selected) < 3:
@@ -187,6 +196,8 @@ def mspn_half_body(rng: np.random.Generator, joints: np.ndarray, vis: np.ndarray
   w *= 1 + rng.random() * aug.x_ext_half_body
   h *= 1 + rng.random() * aug.y_ext_half_body
   w, h = _fit_aspect(w, h, aspect_ratio)
+  if w <= 0 or h <= 0:  # coincident joints: keep the full box
+    return None
   return center.astype(np.float32), np.array([w / PIXEL_STD, h / PIXEL_STD], np.float32)
 
 

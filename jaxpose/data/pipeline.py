@@ -177,9 +177,12 @@ def train_iterator(ref: DatasetRef, table: topdown.InstanceTable, spec: topdown.
   if len(table) == 0:
     raise ValueError(f"{ref.name}[{ref.split}]: no training instances")
   ds = grain.MapDataset.source(InstanceSource(ref, table)).shuffle(seed=seed).repeat(None)
+  # Augmentation is seeded by the position in the global stream, so a sample is the same
+  # whichever host (or worker) makes it; the slice is lazy: hosts compute only their own.
+  ds = ds.random_map(_TrainTransform(spec), seed=seed)
   if process_count > 1:
     ds = ds[process_index::process_count]
-  ds = ds.random_map(_TrainTransform(spec), seed=seed).batch(batch_size, drop_remainder=True)
+  ds = ds.batch(batch_size, drop_remainder=True)
   it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
   if num_workers > 0:
     it_ds = it_ds.mp_prefetch(_multiprocessing(num_workers))

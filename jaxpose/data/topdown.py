@@ -26,9 +26,11 @@ from typing import Any
 import cv2
 import numpy as np
 
+from jaxpose.codecs import integral as integral_codec
 from jaxpose.data import augment, targets, transforms
 
 METHODS = ("hrnet", "mspn")
+TARGETS = ("gaussian", "mspn", "coordinates")
 
 
 class BadImageError(ValueError):
@@ -276,6 +278,9 @@ class SampleSpec:
     hrnet_aug / mspn_aug: training augmentation of the method (MSPN's also holds its
       evaluation margins).
     padding: box enlargement of ``box_to_center_scale`` (HRNet 1.25).
+    target: what to regress: 'gaussian' (HRNet/SimpleBaseline heatmaps), 'mspn'
+      (coarse-to-fine peaks) or 'coordinates' (integral regression labels); None takes
+      the method's own ('gaussian' for 'hrnet', 'mspn' for 'mspn').
   """
   method: str
   input_size: tuple[int, int]
@@ -289,6 +294,17 @@ class SampleSpec:
   hrnet_aug: augment.HRNetAugment = augment.HRNetAugment()
   mspn_aug: augment.MSPNAugment = augment.MSPNAugment()
   padding: float = 1.25
+  target: str | None = None
+
+  def __post_init__(self):
+    if self.method not in METHODS:
+      raise ValueError(f"unknown method {self.method!r}; valid: {METHODS}")
+    if self.target_kind not in TARGETS:
+      raise ValueError(f"unknown target {self.target!r}; valid: {TARGETS}")
+
+  @property
+  def target_kind(self) -> str:
+    return self.target or ("gaussian" if self.method == "hrnet" else "mspn")
 
   @property
   def aspect_ratio(self) -> float:
@@ -315,9 +331,12 @@ def train_sample(spec: SampleSpec, instance: Mapping[str, np.ndarray], image: np
   """One augmented training sample.
 
   Returns:
-    ``image`` uint8 ``[h, w, 3]`` and, for 'hrnet', ``target`` float32 ``[hh, hw, K]`` and
-    ``target_weight`` float32 ``[K]``; for 'mspn', ``labels`` float32 ``[L, hh, hw, K]`` and
-    ``valid`` float32 ``[K]``.
+    ``image`` uint8 ``[h, w, 3]`` and the targets of ``spec.target_kind``:
+    'gaussian': ``target`` float32 ``[hh, hw, K]``, ``target_weight`` float32 ``[K]``;
+    'mspn': ``labels`` float32 ``[L, hh, hw, K]``, ``valid`` float32 ``[K]``;
+    'coordinates': ``joints`` float32 ``[K, 3]`` integral-regression labels
+    ``(x / w - 0.5, y / h - 0.5, 0)`` and ``joints_vis`` float32 ``[K, 3]`` (0 for
+    unlabelled joints and for joints the crop cuts off).
   """
   width = image.shape[1]
   joints = np.asarray(instance["keypoints"], np.float32)
@@ -340,7 +359,15 @@ def train_sample(spec: SampleSpec, instance: Mapping[str, np.ndarray], image: np
         crop.joints[labelled].astype(np.float64), trans).astype(np.float32)
   h, w = spec.input_size
   hh, hw = spec.heatmap_size
-  if spec.method == "hrnet":
+  if spec.target_kind == "coordinates":
+    inside = ((joints_crop[:, 0] >= 0) & (joints_crop[:, 0] <= w - 1)
+              & (joints_crop[:, 1] >= 0) & (joints_crop[:, 1] <= h - 1))
+    vis = ((crop.joints_vis > 0) & inside).astype(np.float32)
+    xyz = np.concatenate([joints_crop, np.zeros((len(joints_crop), 1), np.float32)], axis=1)
+    return {"image": pixels,
+            "joints": integral_codec.joint_location_label(xyz, w, h).astype(np.float32),
+            "joints_vis": np.repeat(vis[:, None], 3, axis=1)}
+  if spec.target_kind == "gaussian":
     weights = None if spec.joints_weight is None else np.asarray(spec.joints_weight, np.float32)[:, None]
     target, target_weight = targets.gaussian_targets(
         joints_crop, np.repeat(crop.joints_vis[:, None], 3, axis=1), (w, h), (hw, hh),
