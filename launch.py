@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 
 from absl import app, flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
 from jaxpose.train import loop
@@ -32,10 +33,21 @@ _MULTIHOST = flags.DEFINE_bool("multihost", False,
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+class _QuietLibraries(logging.Filter):
+  """Drops the INFO chatter of Orbax and TFDS (one line per file they touch); their
+  warnings and errors, and everything jaxpose logs, still reach the console."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    noisy = any(f"{sep}{name}{sep}" in record.pathname
+                for name in ("orbax", "tensorflow_datasets") for sep in "/\\")
+    return record.levelno >= logging.WARNING or not noisy
+
+
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.getLogger().setLevel(logging.INFO)
+  absl_logging.get_absl_handler().addFilter(_QuietLibraries())
   loop.maybe_initialize_distributed(force=_MULTIHOST.value)
   if _MODE.value == "train":
     loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)

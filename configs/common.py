@@ -116,6 +116,17 @@ def adam_multistep(lr: float, milestones, factor: float = 0.1) -> ml_collections
       schedule="multistep", milestones=tuple(milestones), factor=factor))
 
 
+def adam_warmup_linear(lr: float, *, warmup_epochs: float, total_epochs: float,
+                       warmup_factor: float = 0.1) -> ml_collections.ConfigDict:
+  """Adam without weight decay, MSPN's schedule shape: linear warm-up from
+  ``warmup_factor * lr`` over ``warmup_epochs``, then linear decay to 0 at the end of
+  ``total_epochs``."""
+  return ml_collections.ConfigDict(dict(
+      name="adam", lr=lr, weight_decay=0.0, b1=0.9, b2=0.999, eps=1e-8,
+      schedule="warmup_linear", warmup_epochs=warmup_epochs, warmup_factor=warmup_factor,
+      total_epochs=total_epochs))
+
+
 def mspn_optim(global_batch_size: int, max_iter_8gpu: int = 96000) -> ml_collections.ConfigDict:
   """MSPN ``lib/utils/solver.py``: lr 5e-4 per 32 images, L2 1e-5, warm-up 2400 from 0.1,
   linear decay to 0; ``MAX_ITER`` scales as 8 GPUs x 32 / global batch, warm-up does not."""

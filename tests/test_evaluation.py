@@ -76,7 +76,7 @@ def _gt_instances(gt):
 
 def _predictions_from(anns, rng=None, noise=None, scores=None, box_scores=None):
   """Predictions at the annotations' keypoints (unlabelled ones at the box centre)."""
-  kpts, ids, areas, centers, scales = [], [], [], [], []
+  kpts, ids, centers, scales = [], [], [], []
   for i, ann in enumerate(anns):
     g = np.asarray(ann["keypoints"], np.float64).reshape(K, 3)
     x, y, w, h = ann["bbox"]

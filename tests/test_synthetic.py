@@ -78,7 +78,7 @@ def test_generation_is_deterministic_and_independent_of_size(tmp_path):
   a = synthetic.generate_coco_dataset(tmp_path / "a", "train", 3, seed=7, **SMALL)
   b = synthetic.generate_coco_dataset(tmp_path / "b", "train", 3, seed=7, **SMALL)
   c = synthetic.generate_coco_dataset(tmp_path / "c", "train", 2, seed=7, **SMALL)
-  d = synthetic.generate_coco_dataset(tmp_path / "d", "train", 2, seed=8, **SMALL)
+  synthetic.generate_coco_dataset(tmp_path / "d", "train", 2, seed=8, **SMALL)
   assert a.read_bytes() == b.read_bytes()
   for i in (1, 2, 3):
     name = f"{i:012d}.jpg"

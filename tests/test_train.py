@@ -4,7 +4,6 @@ from __future__ import annotations
 import glob
 import importlib
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -87,6 +86,12 @@ def test_released_schedules():
   assert float(schedule(2398)) == pytest.approx(4e-3 * (0.1 + 0.9 * 2399 / 2400))
   assert float(schedule(2399)) == pytest.approx(4e-3)  # lambda(2400) = 1
   assert float(schedule(95999)) == pytest.approx(0.0, abs=1e-12)
+  qs = quickstart.get_config("epochs=4,lr=1e-3")  # warm-up and decay given in epochs
+  _, schedule = optim.make_optimizer(qs.optim, steps_per_epoch=100)
+  assert float(schedule(0)) == pytest.approx(1e-3 * (0.1 + 0.9 / 50))
+  assert float(schedule(49)) == pytest.approx(1e-3)
+  assert float(schedule(224)) == pytest.approx(0.5e-3)
+  assert float(schedule(399)) == pytest.approx(0.0, abs=1e-12)
   with pytest.raises(ValueError, match="unknown optim.schedule"):
     optim.make_schedule(ml_collections.ConfigDict(dict(lr=1.0, schedule="cosine")), 1)
 

@@ -14,16 +14,13 @@ evaluates it.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
@@ -32,6 +29,7 @@ from tqdm import tqdm
 
 from jaxpose import checkpoint as ckpt_lib
 from jaxpose import convert
+from jaxpose import fileio
 from jaxpose import models
 from jaxpose.data import augment, keypoints as kp, pipeline, topdown
 from jaxpose.evaluation import coco as coco_eval
@@ -102,7 +100,8 @@ def sample_spec(config: ml_collections.ConfigDict) -> topdown.SampleSpec:
       joints_weight=keypoint_set["joints_weight"] if d.use_different_joints_weight else None,
       mspn_kernels=tuple(map(tuple, d.mspn_kernels)),
       hrnet_aug=augment.HRNetAugment(**aug_fields) if d.method == "hrnet" else augment.HRNetAugment(),
-      mspn_aug=augment.MSPNAugment(**aug_fields) if d.method == "mspn" else augment.MSPNAugment())
+      mspn_aug=augment.MSPNAugment(**aug_fields) if d.method == "mspn" else augment.MSPNAugment(),
+      target=d.get("target"))
 
 
 def setup_data(config: ml_collections.ConfigDict) -> Data:
@@ -334,8 +333,13 @@ def _round_up(n: int, multiple: int) -> int:
   return int(math.ceil(n / multiple) * multiple)
 
 
-def metrics_table(name_value: dict[str, float], model_name: str) -> str:
-  return coco_eval.format_name_value_table(name_value, model_name)
+def metrics_table(config: ml_collections.ConfigDict, name_value: dict[str, float]) -> str:
+  """The originals' results table, preceded by what was evaluated on which boxes."""
+  boxes = ("ground-truth boxes" if config.eval.boxes == "gt"
+           else f"detection boxes ({os.path.basename(config.eval.detection_file)})")
+  header = (f"{config.model.name} on {config.data.dataset}/{config.data.eval_split}, {boxes}, "
+            f"flip test {'on' if config.eval.flip_test else 'off'}")
+  return header + "\n" + coco_eval.format_name_value_table(name_value, config.model.name)
 
 
 # ----------------------------------------------------------------------------------------
@@ -431,10 +435,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                            workdir, step, writer)
         if metrics:
           writer.scalars(step, {f"eval/{k}": v for k, v in metrics.items()})
-          tqdm.write(metrics_table(metrics, config.model.name))
+          tqdm.write(metrics_table(config, metrics))
         checkpointer.save(step, state, train_iter.get_state(), {"epoch": epoch, "metrics": metrics})
         checkpointer.maybe_save_best(step, state, train_iter.get_state(), {"epoch": epoch}, metrics)
       writer.flush()
+    if not metrics:  # resumed a run that had already finished training
+      metrics = run_eval(config, data, eval_step, state.params, state.batch_stats, mesh, task,
+                         workdir, step, writer)
+      if metrics:
+        tqdm.write(metrics_table(config, metrics))
   finally:
     progress.close()
     checkpointer.wait()
@@ -489,22 +498,16 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, checkpoint: str | 
   eval_step = make_eval_step(eval_def, task, mesh)
   metrics = run_eval(config, data, eval_step, params, batch_stats, mesh, task, workdir, 0)
   if metrics:
-    boxes = "ground-truth boxes" if config.eval.boxes == "gt" else f"detections ({config.eval.detection_file})"
-    print(f"{config.model.name} on {config.data.dataset}/{config.data.eval_split}, {boxes}, "
-          f"flip test {'on' if config.eval.flip_test else 'off'}")
-    print(metrics_table(metrics, config.model.name))
+    print(metrics_table(config, metrics))
     _write_json(os.path.join(workdir, "eval_metrics.json"), metrics)
   return metrics
 
 
 def _save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "config.json.tmp"), "w") as f:
-      f.write(config.to_json_best_effort(indent=1))
-    os.replace(os.path.join(workdir, "config.json.tmp"), os.path.join(workdir, "config.json"))
+    fileio.atomic_write(os.path.join(workdir, "config.json"),
+                        lambda f: f.write(config.to_json_best_effort(indent=1)))
 
 
 def _write_json(path: str, obj: Any) -> None:
-  with open(path + ".tmp", "w") as f:
-    json.dump(obj, f, indent=1, default=float)
-  os.replace(path + ".tmp", path)
+  fileio.write_json(path, obj, indent=1, default=float)

@@ -13,7 +13,8 @@
 Config fields (``config.optim``): ``name`` ('adam' | 'sgd' | 'adamw'), ``lr``,
 ``weight_decay``, ``momentum``, ``nesterov``, ``b1``, ``b2``, ``eps`` and ``schedule``
 ('multistep' with ``milestones`` (epochs) and ``factor``; 'warmup_linear' with
-``warmup_steps``, ``warmup_factor`` and ``total_steps``; 'constant').
+``warmup_steps`` (or ``warmup_epochs``), ``warmup_factor`` and ``total_steps`` (or
+``total_epochs``); 'constant').
 """
 from __future__ import annotations
 
@@ -32,8 +33,9 @@ def make_schedule(optim: ml_collections.ConfigDict, steps_per_epoch: int) -> opt
     boundaries = {int(m) * steps_per_epoch: float(optim.factor) for m in optim.milestones}
     return optax.piecewise_constant_schedule(lr, boundaries)
   if kind == "warmup_linear":
-    warmup = int(optim.warmup_steps)
-    total = int(optim.total_steps)
+    in_steps = lambda name: (int(optim[f"{name}_steps"]) if optim.get(f"{name}_steps")
+                             else int(round(float(optim[f"{name}_epochs"]) * steps_per_epoch)))
+    warmup, total = in_steps("warmup"), in_steps("total")
     w_fac = float(optim.warmup_factor)
     if total <= warmup:
       raise ValueError(f"optim.total_steps ({total}) must exceed warmup_steps ({warmup})")
