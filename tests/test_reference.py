@@ -207,6 +207,8 @@ def test_model_fixture(fixture_path: Path, tmp_path: Path):
     assert ours.shape == want.shape, f"{name}: shape {ours.shape} != {want.shape}"
     tol = TOLERANCE_FACTOR * noise[name]
     err = float(np.max(np.abs(ours.astype(np.float64) - want)))
+    print(f"{fixture_path.stem}/{name}: max |diff| {err:.3g} = {err / noise[name]:.2f} x "
+          f"fp32-vs-fp64 noise (allowed {TOLERANCE_FACTOR:g} x)")  # pytest -s shows it
     assert err <= tol, f"{fixture_path.stem}/{name}: max |diff| {err:.3g} > {tol:.3g}"
 
 

@@ -15,6 +15,7 @@ import ml_collections
 import numpy as np
 import optax
 import pytest
+from flax import nnx
 
 from configs import quickstart
 from jaxpose import convert, models
@@ -194,10 +195,11 @@ def test_every_config_is_complete(name):
   config = _config(name)
   assert config.task in ("heatmap", "mspn")
   cfg = loop.model_config(config)
-  model = models.abstract_model(cfg)
+  graphdef, state = nnx.split(models.abstract_model(cfg))
   spec = loop.sample_spec(config)
   h, w = spec.input_size
-  out = jax.eval_shape(lambda x: model(x), jax.ShapeDtypeStruct((2, h, w, 3), jnp.float32))
+  out = jax.eval_shape(lambda s, x: nnx.merge(graphdef, s)(x), state,
+                       jax.ShapeDtypeStruct((2, h, w, 3), jnp.float32))
   assert out["heatmaps"].shape[1:3] == tuple(config.data.heatmap_size)
   assert out["heatmaps"].shape[-1] == len(loop.KEYPOINT_SETS[config.data.keypoints]["names"])
   loop.tasks.make_task(config, spec.flip_pairs)
@@ -291,13 +293,20 @@ def _event_tags(logdir: Path) -> set[str]:
   return tags
 
 
+_TRAIN_ITERATOR = pipeline.train_iterator
+
+
+class SimulatedCrash(Exception):
+  """Stands for a killed job (KeyboardInterrupt would also stop the pytest-xdist worker)."""
+
+
 class _Recorder:
   """Wraps ``pipeline.train_iterator``: records batch fingerprints, can crash on a batch."""
 
   def __init__(self, crash_at: int | None = None):
     self.seen: list[str] = []
     self.crash_at = crash_at
-    self._original = pipeline.train_iterator
+    self._original = _TRAIN_ITERATOR
 
   def __call__(self, *args, **kwargs):
     inner = self._original(*args, **kwargs)
@@ -306,7 +315,7 @@ class _Recorder:
     class It:
       def __next__(self):
         if recorder.crash_at is not None and len(recorder.seen) + 1 == recorder.crash_at:
-          raise KeyboardInterrupt("simulated interruption")
+          raise SimulatedCrash(f"interrupted before batch {recorder.crash_at}")
         batch = next(inner)
         recorder.seen.append(str(hash(batch["image"].tobytes())))
         return batch
@@ -340,7 +349,7 @@ def test_interrupted_run_resumes_exactly(data_dir, tmp_path, monkeypatch):
 
   first = _Recorder(crash_at=3)  # crashes fetching batch 3, after the step-2 checkpoint
   monkeypatch.setattr(pipeline, "train_iterator", first)
-  with pytest.raises(KeyboardInterrupt):
+  with pytest.raises(SimulatedCrash):
     loop.train_and_evaluate(config, str(tmp_path / "resumed"))
   second = _Recorder()
   monkeypatch.setattr(pipeline, "train_iterator", second)

@@ -108,6 +108,8 @@ def setup_data(config: ml_collections.ConfigDict) -> Data:
   """Builds ``synthetic_people`` if missing (others need their manual download) and
   describes the splits."""
   from jaxpose.data import builders
+  if config.eval.get("boxes") == "detections":
+    detection_file(config)  # fail now, not after the first training epochs
   d = config.data
   data_dir = os.path.expanduser(d.data_dir)
   if jax.process_index() == 0:
@@ -133,13 +135,7 @@ def eval_table(config: ml_collections.ConfigDict, data: Data) -> topdown.Instanc
     return pipeline.instances(data.eval_ref, data.spec, data.num_keypoints)
   if config.eval.boxes != "detections":
     raise ValueError(f"eval.boxes must be 'gt' or 'detections', got {config.eval.boxes!r}")
-  path = os.path.expanduser(config.eval.detection_file or "")
-  if not os.path.isfile(path):
-    raise FileNotFoundError(
-        f"eval.boxes='detections' needs eval.detection_file, a COCO results file of person "
-        f"boxes (the originals use {config_common_detections()}); got {path or '(unset)'}. "
-        "Set --config.eval.detection_file=PATH or evaluate on ground-truth boxes with "
-        "--config.eval.boxes=gt")
+  path = detection_file(config)
   image_ids = pipeline.image_index(data.eval_ref)
   detections = coco_eval.load_person_detections(path, image_thre=config.eval.image_thre,
                                                 image_ids=set(image_ids))
@@ -151,8 +147,16 @@ def eval_table(config: ml_collections.ConfigDict, data: Data) -> topdown.Instanc
   return table
 
 
-def config_common_detections() -> str:
-  return "COCO_val2017_detections_AP_H_56_person.json"
+def detection_file(config: ml_collections.ConfigDict) -> str:
+  """The person-detection file of ``eval.boxes='detections'``; checked before any work."""
+  path = os.path.expanduser(config.eval.detection_file or "")
+  if not os.path.isfile(path):
+    raise FileNotFoundError(
+        "eval.boxes='detections' needs eval.detection_file, a COCO results file of person "
+        "boxes (the originals use COCO_val2017_detections_AP_H_56_person.json); got "
+        f"{path or '(unset)'}. Set --config.eval.detection_file=PATH or evaluate on "
+        "ground-truth boxes with --config.eval.boxes=gt")
+  return path
 
 
 # ----------------------------------------------------------------------------------------
