@@ -28,6 +28,14 @@ def float64_tensor(shape: tuple[int | None, ...], doc: str) -> tfds.features.Ten
                               encoding=tfds.features.Encoding.BYTES, doc=doc)
 
 
+class ArrayRecordByDefault:
+  """Builder mixin: write ``array_record`` files (what grain reads) unless the caller
+  asks for another ``file_format``. Goes before ``tfds.core.GeneratorBasedBuilder``."""
+
+  def __init__(self, *, file_format: str | None = None, **kwargs: Any):
+    super().__init__(file_format=file_format or "array_record", **kwargs)
+
+
 class MissingManualFilesError(FileNotFoundError):
   """Files a builder needs are not in its manual directory (the message lists them all)."""
 

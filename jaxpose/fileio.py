@@ -1,4 +1,4 @@
-"""Atomic file writes: a temporary file in the destination folder, fsync, then rename.
+"""JSON reads with a clear error, and atomic writes (temporary file, fsync, rename).
 
 A crash or interruption mid-write leaves either the old file or none, never a truncated
 one (results JSON, predictions, configs, metrics). Orbax checkpoints have their own
@@ -12,6 +12,16 @@ import pathlib
 import tempfile
 from collections.abc import Callable
 from typing import IO, Any
+
+
+def read_json(path: str | os.PathLike, error: type[Exception] = ValueError) -> Any:
+  """The parsed JSON file; ``error("PATH: not a valid JSON file (...)")`` if it is not."""
+  source = os.fspath(path)
+  with open(source, encoding="utf-8") as f:
+    try:
+      return json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+      raise error(f"{source}: not a valid JSON file ({e})") from e
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO], None], *,

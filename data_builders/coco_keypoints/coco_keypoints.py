@@ -168,7 +168,7 @@ def _examples(
   log.summary()
 
 
-class CocoKeypoints(tfds.core.GeneratorBasedBuilder):
+class CocoKeypoints(_common.ArrayRecordByDefault, tfds.core.GeneratorBasedBuilder):
   """COCO 2017 person keypoints, one example per image, from a manual download."""
 
   # Metadata folder: this file's folder, however the package was imported.
@@ -176,9 +176,6 @@ class CocoKeypoints(tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
-
-  def __init__(self, *, file_format: str | None = None, **kwargs: Any):
-    super().__init__(file_format=file_format or "array_record", **kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(

@@ -287,7 +287,7 @@ def _examples(
   log.summary()
 
 
-class Mpii(tfds.core.GeneratorBasedBuilder):
+class Mpii(_common.ArrayRecordByDefault, tfds.core.GeneratorBasedBuilder):
   """MPII Human Pose single-person (HRNet/MSPN JSON), one example per image."""
 
   # Metadata folder: this file's folder, however the package was imported.
@@ -295,9 +295,6 @@ class Mpii(tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
   MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
-
-  def __init__(self, *, file_format: str | None = None, **kwargs: Any):
-    super().__init__(file_format=file_format or "array_record", **kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(

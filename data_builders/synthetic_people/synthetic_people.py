@@ -23,6 +23,7 @@ from typing import Any
 import tensorflow_datasets as tfds
 from etils import epath
 
+from data_builders import _common
 from data_builders.coco_keypoints import coco_keypoints
 from jaxpose.data import synthetic
 
@@ -63,7 +64,7 @@ class SyntheticPeopleConfig(tfds.core.BuilderConfig):
             "person_height": tuple(self.person_height)}
 
 
-class SyntheticPeople(tfds.core.GeneratorBasedBuilder):
+class SyntheticPeople(_common.ArrayRecordByDefault, tfds.core.GeneratorBasedBuilder):
   """Synthetic COCO-format person keypoints, generated on the fly (no download)."""
 
   # Metadata folder: this file's folder, however the package was imported.
@@ -80,9 +81,6 @@ class SyntheticPeople(tfds.core.GeneratorBasedBuilder):
           person_height=(48.0, 110.0)),
   ]
   DEFAULT_CONFIG_NAME = "default"
-
-  def __init__(self, *, file_format: str | None = None, **kwargs: Any):
-    super().__init__(file_format=file_format or "array_record", **kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(

@@ -19,7 +19,6 @@ tensor names and shapes; every tensor must be consumed and every variable filled
 """
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -200,8 +199,7 @@ def load_model_config(output_dir: str | os.PathLike) -> ml_collections.ConfigDic
   path = os.path.join(os.fspath(output_dir), CONFIG_FILE)
   if not os.path.exists(path):
     raise ValueError(f"{path}: missing; is {output_dir} a jaxpose.convert output directory?")
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  return ml_collections.ConfigDict(fileio.read_json(path))
 
 
 def load_converted(output_dir: str | os.PathLike, *, dtype: str | None = None

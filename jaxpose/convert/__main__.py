@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jaxpose import convert
+from jaxpose import convert, fileio
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,9 +38,7 @@ def main(argv: list[str] | None = None) -> int:
   config = None
   try:
     if args.model_config:
-      import json
-      with open(args.model_config) as f:
-        config = json.load(f)
+      config = fileio.read_json(args.model_config)
     elif args.family:
       unwrapped = convert.load_state_dict(args.input, key=args.key)
       config = convert.infer_model_config(unwrapped.state_dict, source=args.input,

@@ -65,18 +65,21 @@ def _infer_pose_resnet(shapes: Shapes):
 
 
 RESNET_TRUNK = r"(conv1|bn1|layer[1-4](?:\..*)?)"
+# torch names <-> jaxpose paths of a ResNet trunk + deconv head (pose_resnet, msra_resnet).
+POSE_RESNET_RENAMES = (
+    Rename(RESNET_TRUNK, r"backbone/\1"),
+    Rename(r"deconv_layers\.(\d+)", r"deconv_layers/layers/\1"),
+)
+POSE_RESNET_EXPORT_RENAMES = (
+    Rename(r"backbone/(.*)", r"\1"),
+    Rename(r"deconv_layers/layers/(\d+)", r"deconv_layers/\1"),
+)
 
 POSE_RESNET = Family(
     name="pose_resnet",
     infer_config=_infer_pose_resnet,
-    renames=lambda config: (
-        Rename(RESNET_TRUNK, r"backbone/\1"),
-        Rename(r"deconv_layers\.(\d+)", r"deconv_layers/layers/\1"),
-    ),
-    export_renames=lambda config: (
-        Rename(r"backbone/(.*)", r"\1"),
-        Rename(r"deconv_layers/layers/(\d+)", r"deconv_layers/\1"),
-    ),
+    renames=lambda config: POSE_RESNET_RENAMES,
+    export_renames=lambda config: POSE_RESNET_EXPORT_RENAMES,
     description="SimpleBaseline, leoxiaobin/deep-high-resolution-net.pytorch lib/models/pose_resnet.py",
 )
 
@@ -261,14 +264,8 @@ def _infer_hg3d(shapes: Shapes):
 HG3D = Family(
     name="hg3d",
     infer_config=_infer_hg3d,
-    renames=lambda config: (
-        Rename(RESNET_TRUNK, r"backbone/\1"),
-        Rename(r"deconv_layers\.(\d+)", r"deconv_layers/layers/\1"),
-    ),
-    export_renames=lambda config: (
-        Rename(r"backbone/(.*)", r"\1"),
-        Rename(r"deconv_layers/layers/(\d+)", r"deconv_layers/\1"),
-    ),
+    renames=lambda config: POSE_RESNET_RENAMES,
+    export_renames=lambda config: POSE_RESNET_EXPORT_RENAMES,
     description="Weakly-supervised 3D pose, xingyizhou/pytorch-pose-hg-3d "
                 "src/lib/models/msra_resnet.py (PoseResNet, heads hm + depth)",
 )

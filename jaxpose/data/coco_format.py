@@ -22,7 +22,6 @@ Plain Python/numpy: no TensorFlow, usable in data-loader workers.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -30,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxpose import fileio
 from jaxpose.data.keypoints import COCO_KEYPOINT_NAMES, COCO_SKELETON
 
 PERSON_CATEGORY_ID = 1
@@ -122,11 +122,7 @@ def load_person_keypoints(
       the file and the image or annotation id).
   """
   source = os.fspath(path)
-  try:
-    with open(source, encoding="utf-8") as f:
-      data = json.load(f)
-  except json.JSONDecodeError as e:
-    raise CocoFormatError(f"{source}: not a valid JSON file ({e})") from e
+  data = fileio.read_json(source, error=CocoFormatError)
   return parse_person_keypoints(data, source=source, num_keypoints=num_keypoints)
 
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 import collections
 import copy
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -394,11 +393,7 @@ def load_coco_ground_truth(coco_gt: CocoGroundTruth) -> COCO:
     return coco_gt
   if isinstance(coco_gt, (str, os.PathLike)):
     source = os.fspath(coco_gt)
-    with open(source, encoding="utf-8") as f:
-      try:
-        dataset = json.load(f)
-      except json.JSONDecodeError as e:
-        raise ValueError(f"{source}: not a valid JSON file ({e})") from e
+    dataset = fileio.read_json(source)
   elif isinstance(coco_gt, Mapping):
     source, dataset = "ground-truth dict", copy.deepcopy(dict(coco_gt))
   else:
@@ -613,11 +608,7 @@ def load_person_detections(
   source = "detections"
   if isinstance(detections, (str, os.PathLike)):
     source = os.fspath(detections)
-    with open(source, encoding="utf-8") as f:
-      try:
-        detections = json.load(f)
-      except json.JSONDecodeError as e:
-        raise ValueError(f"{source}: not a valid JSON file ({e})") from e
+    detections = fileio.read_json(source)
   if not isinstance(detections, Sequence) or isinstance(detections, (str, bytes)):
     raise ValueError(f"{source}: expected a list of detections, got {type(detections)}")
   if not detections:

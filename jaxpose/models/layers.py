@@ -80,13 +80,6 @@ def kaiming_normal_fan_out(key, shape, dtype=jnp.float32):
   return math.sqrt(2.0 / fan_out) * jax.random.normal(key, shape, dtype)
 
 
-def kaiming_uniform_relu(key, shape, dtype=jnp.float32):
-  """torch.nn.init.kaiming_uniform_(a=0, mode='fan_in', nonlinearity='relu')."""
-  fan_in = int(np.prod(shape[:-1]))
-  bound = math.sqrt(6.0 / fan_in)
-  return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-
 def _torch_default_bias_init(fan_in: int) -> Initializer:
   bound = 1.0 / math.sqrt(max(fan_in, 1))
 

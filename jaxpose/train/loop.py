@@ -430,6 +430,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         scalars.update({"train/lr": float(lr_schedule(step - 1)),
                         "train/images_per_s": images_per_s})
         writer.scalars(step, scalars)
+        writer.flush()
         progress.set_postfix(loss=f"{scalars['train/loss']:.3g}", lr=f"{scalars['train/lr']:.2g}")
       epoch = step // plan.steps_per_epoch
       if step % config.train.checkpoint_every_steps == 0:
@@ -442,7 +443,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           tqdm.write(metrics_table(config, metrics))
         checkpointer.save(step, state, train_iter.get_state(), {"epoch": epoch, "metrics": metrics})
         checkpointer.maybe_save_best(step, state, train_iter.get_state(), {"epoch": epoch}, metrics)
-      writer.flush()
+        writer.flush()
     if not metrics:  # resumed a run that had already finished training
       metrics = run_eval(config, data, eval_step, state.params, state.batch_stats, mesh, task,
                          workdir, step, writer)
