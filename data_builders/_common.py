@@ -129,10 +129,13 @@ def read_jpeg(path: pathlib.Path) -> tuple[bytes, tuple[int, int]]:
 
 
 class SkipLog:
-  """Counts examples skipped for unreadable images and logs one warning per file."""
+  """Counts skipped examples and logs one warning per skip plus a summary.
 
-  def __init__(self, dataset: str, split: str):
-    self.dataset, self.split = dataset, split
+  ``what`` names what was counted in the summary (``"skipped 2 of 9 <what>"``).
+  """
+
+  def __init__(self, dataset: str, split: str, what: str = "images with unreadable files"):
+    self.dataset, self.split, self.what = dataset, split, what
     self.skipped: list[str] = []
     self.total = 0
 
@@ -142,5 +145,5 @@ class SkipLog:
 
   def summary(self) -> None:
     if self.skipped:
-      logger.warning("%s[%s]: skipped %d of %d images with unreadable files",
-                     self.dataset, self.split, len(self.skipped), self.total)
+      logger.warning("%s[%s]: skipped %d of %d %s", self.dataset, self.split,
+                     len(self.skipped), self.total, self.what)

@@ -1,8 +1,9 @@
 """Building the TFDS datasets of ``data_builders/`` from Python.
 
 ``build_dataset('synthetic_people', data_dir)`` generates and prepares the embedded
-dataset on first use and reuses it afterwards; ``coco_keypoints`` and ``mpii`` need the
-user's downloaded files in ``manual_dir``. Prepared datasets are ``array_record`` files:
+dataset on first use and reuses it afterwards (likewise ``synthetic_mocap``, the 3D
+poses); ``coco_keypoints``, ``mpii`` and ``h36m_poses`` need the user's downloaded files
+in ``manual_dir``. Prepared datasets are ``array_record`` files:
 read them with ``builder.as_data_source(split)`` (or ``tfds.data_source``), whose
 elements are decoded numpy dicts (pass
 ``decoders={'image': tfds.decode.SkipDecoding()}`` to get the JPEG bytes instead and
@@ -13,6 +14,8 @@ additionally needs apache_beam installed)::
 
     python -m jaxpose.data.builders synthetic_people --data_dir ~/tensorflow_datasets
     python -m jaxpose.data.builders coco_keypoints --data_dir D --manual_dir /data/coco
+    python -m jaxpose.data.builders synthetic_mocap --data_dir ~/tensorflow_datasets
+    python -m jaxpose.data.builders h36m_poses --data_dir D --manual_dir VideoPose3D/data
 """
 from __future__ import annotations
 
@@ -25,12 +28,16 @@ from typing import Any
 import tensorflow_datasets as tfds
 
 from data_builders.coco_keypoints.coco_keypoints import CocoKeypoints
+from data_builders.h36m_poses.h36m_poses import H36MPoses
 from data_builders.mpii.mpii import Mpii
+from data_builders.synthetic_mocap.synthetic_mocap import SyntheticMocap
 from data_builders.synthetic_people.synthetic_people import SyntheticPeople
 
 BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
     "coco_keypoints": CocoKeypoints,
+    "h36m_poses": H36MPoses,
     "mpii": Mpii,
+    "synthetic_mocap": SyntheticMocap,
     "synthetic_people": SyntheticPeople,
 }
 
@@ -54,12 +61,12 @@ def build_dataset(
   """Returns the builder of a dataset, preparing it first if it is not on disk yet.
 
   Args:
-    name: ``'coco_keypoints'``, ``'mpii'`` or ``'synthetic_people'``.
+    name: a key of ``BUILDERS``.
     data_dir: the TFDS data directory (datasets land in ``data_dir/name/config/version``).
-    manual_dir: folder with the downloaded files (COCO, MPII); not used by
-      ``synthetic_people``.
-    config: builder config name or object (``synthetic_people``: ``'default'`` or
-      ``'tiny'``); ``None`` for the default.
+    manual_dir: folder with the downloaded files (COCO, MPII, Human3.6M); not used by
+      the synthetic datasets.
+    config: builder config name or object (``synthetic_people``/``synthetic_mocap``:
+      ``'default'`` or ``'tiny'``); ``None`` for the default.
     download_dir: where generated/downloaded intermediate files go (default
       ``data_dir/downloads``).
 
@@ -98,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> tfds.core.DatasetBuilder:
   parser.add_argument("name", choices=sorted(BUILDERS))
   parser.add_argument("--data_dir", required=True, help="TFDS data directory.")
   parser.add_argument("--manual_dir", default=None,
-                      help="Downloaded files (coco_keypoints, mpii).")
+                      help="Downloaded files (coco_keypoints, mpii, h36m_poses).")
   parser.add_argument("--config", default=None, help="Builder config, e.g. 'tiny'.")
   parser.add_argument("--download_dir", default=None,
                       help="Intermediate files (default DATA_DIR/downloads).")
