@@ -55,6 +55,12 @@ def _builder(name: str, data_dir: str, config: str | None):
   return builder
 
 
+def prepared_builder(ref: DatasetRef):
+  """The TFDS builder of ``ref``; raises ``FileNotFoundError`` (with the build command)
+  if the dataset is not prepared under ``ref.data_dir``."""
+  return _builder(ref.name, ref.data_dir, ref.config)
+
+
 @functools.lru_cache(maxsize=8)
 def open_source(ref: DatasetRef):
   """Random-access source of ``ref`` whose ``image`` entries are JPEG bytes."""
