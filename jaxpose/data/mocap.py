@@ -22,7 +22,8 @@ Plausibility:
   one way only, hips and shoulders within their ranges;
 * the lowest ankle of every frame is ``body.ankle_height`` above the floor (so a standing
   or walking body has a foot on the ground, a sitting one sits at knee height);
-* the walking speed matches the stride the legs make, the pelvis bobs with the gait;
+* walking follows normative gait curves, the pelvis advances at the speed that keeps the
+  standing foot (nearly) planted and bobs with the gait;
 * paths stay inside Human3.6M's capture area (``CAPTURE_RADIUS`` around the origin), so
   the four cameras see the whole body.
 
@@ -336,34 +337,73 @@ def _turns(rng: np.random.Generator, num_frames: int, interval: tuple[float, flo
   return start + steps - steps[0]
 
 
+# One stride of a leg from its heel strike (fraction 0) over stance (to toe-off at 0.6) and
+# swing, after normative sagittal gait data (Winter): the thigh's angle from the vertical
+# (positive forward) and the knee's flexion, degrees.
+_STANCE = 0.6
+_THIGH_CURVE = ((0.0, 20.0), (0.1, 17.0), (0.3, 3.0), (0.5, -12.0), (0.6, -8.0), (0.75, 12.0),
+                (0.87, 21.0))
+_KNEE_CURVE = ((0.0, 3.0), (0.15, 17.0), (0.4, 4.0), (0.6, 38.0), (0.73, 58.0), (0.9, 16.0))
+
+
+def _periodic(points: tuple[tuple[float, float], ...], harmonics: int = 5
+              ) -> Callable[[np.ndarray], np.ndarray]:
+  """A smooth periodic curve (period 1) through ``(phase, value)`` points: the piecewise
+  linear curve's first ``harmonics`` Fourier terms."""
+  grid = np.arange(512) / 512
+  phases = [p for p, _ in points] + [1.0]
+  values = [v for _, v in points] + [points[0][1]]
+  coef = np.fft.rfft(np.interp(grid, phases, values))[:harmonics + 1] / len(grid)
+
+  def curve(u: np.ndarray) -> np.ndarray:
+    k = np.arange(1, harmonics + 1)
+    terms = coef[1:, None] * np.exp(2j * np.pi * k[:, None] * np.asarray(u)[None])
+    return coef[0].real + 2 * terms.sum(axis=0).real
+
+  return curve
+
+
+_THIGH = _periodic(_THIGH_CURVE)
+_KNEE = _periodic(_KNEE_CURVE)
+
+
+def _stride_length(body: Body, scale: float) -> float:
+  """How far the pelvis moves over one stride while a foot stands still (meters)."""
+  u = np.linspace(0.0, _STANCE, 50)
+  thigh = np.deg2rad(scale * _THIGH(u))
+  shin = thigh - np.deg2rad(scale * _KNEE(u))
+  x = (body.bone_lengths[_J["left_knee"]] * np.sin(thigh)
+       + body.bone_lengths[_J["left_ankle"]] * np.sin(shin))
+  return float(x[0] - x[-1]) / _STANCE
+
+
 def walk(m: Motion, rng: np.random.Generator, body: Body, speed_factor: np.ndarray | float = 1.0,
-         cadence: float | None = None, hip_amplitude: float | None = None) -> None:
+         cadence: float | None = None, scale: float | None = None) -> None:
   """Adds a gait cycle and moves the body along an elliptic path in the capture area.
 
-  The legs swing ``hip_amplitude`` degrees about the hips at ``cadence`` steps per second
-  (knees flex in swing, arms swing against the legs, the back counter-rotates); the
-  pelvis advances by the stride this makes (``2 * leg * sin(amplitude) * cadence`` m/s,
-  scaled by ``speed_factor`` which may vary per frame, 0 = stop).
+  The legs follow normative gait curves (thigh swing and knee flexion over a stride,
+  scaled by ``scale``) at ``cadence`` steps per second; the arms swing against the legs
+  and the back counter-rotates. The pelvis advances so that the standing foot stays
+  (nearly) planted, scaled by ``speed_factor`` (may vary per frame; 0 stands still, the
+  legs blending back to the motion's own pose).
   """
   num = m.angles.shape[0]
   cadence = cadence or rng.uniform(1.6, 2.0)
-  amp = hip_amplitude or rng.uniform(18.0, 28.0)
-  factor = np.broadcast_to(np.asarray(speed_factor, np.float64), (num,))
-  phase = np.cumsum(np.full(num, np.pi * cadence / FPS) * np.clip(factor, 0, None))
-  phase += rng.uniform(0, 2 * np.pi)
+  scale = scale or rng.uniform(0.85, 1.15)
+  factor = np.broadcast_to(np.asarray(speed_factor, np.float64), (num,)).clip(0, None)
+  stride = np.cumsum(np.full(num, cadence / 2 / FPS) * factor) + rng.uniform()  # strides
   gait = factor.clip(0, 1)
-  for side, offset in (("r", 0.0), ("l", np.pi)):
-    p = phase + offset
-    m.add(f"{side}_hip_flex", gait * (amp * np.sin(p) + 4.0))
-    swing = np.maximum(0.0, np.cos(p + np.pi / 12)) ** 2
-    loading = np.maximum(0.0, np.cos(p - 2 * np.pi / 3)) ** 4
-    m.add(f"{side}_knee", gait * (55.0 * swing + 12.0 * loading))
-    # the arm swings with the opposite leg
-    m.add(f"{side}_shoulder_flex", gait * (-0.6 * amp * np.sin(p)))
-    m.add(f"{side}_elbow", gait * (10.0 - 8.0 * np.sin(p)))
-  m.add("back_twist", gait * 5.0 * np.sin(phase))
+  for side, offset in (("r", 0.0), ("l", 0.5)):
+    u = (stride + offset) % 1.0
+    thigh = scale * _THIGH(u)
+    _blend(m, f"{side}_hip_flex", thigh, gait)
+    _blend(m, f"{side}_knee", scale * _KNEE(u), gait)
+    # the arm swings against the leg of its side
+    m.add(f"{side}_shoulder_flex", gait * (-0.6 * (thigh - 4.0 * scale)))
+    m.add(f"{side}_elbow", gait * (12.0 - 0.3 * (thigh - 4.0 * scale)))
+  m.add("back_twist", gait * 0.25 * (scale * _THIGH(stride % 1.0) - 4.0 * scale))
   m.add("back_flex", gait * 3.0)
-  speed = 2 * body.leg_length * np.sin(np.deg2rad(amp)) * cadence * factor
+  speed = _stride_length(body, scale) * cadence / 2 * factor
   _follow_ellipse(m, rng, speed)
 
 
@@ -437,9 +477,8 @@ def _discussion(m: Motion, rng, body) -> None:
 def _eating(m: Motion, rng, body) -> None:
   _sit(m, rng, np.ones(len(m.heading)))
   num = len(m.heading)
-  for side, delay in (("l", 0.0), ("r", rng.uniform(0.5, 1.5))):
+  for side in ("l", "r"):
     to_mouth = keyframes(rng, num, (0.8, 2.0), lambda r: float(r.uniform() < 0.45), hold=0.35)
-    to_mouth = np.roll(to_mouth, int(delay * FPS))
     _arm_pose(m, side, 25 + 35 * to_mouth, 10 + 10 * to_mouth, 30 * to_mouth,
               70 + 65 * to_mouth)
   m.add("back_flex", 10.0)
@@ -610,7 +649,7 @@ def _walking(m: Motion, rng, body) -> None:
 
 def _walk_together(m: Motion, rng, body) -> None:
   num = len(m.heading)
-  walk(m, rng, body, speed_factor=rng.uniform(0.6, 0.8), cadence=rng.uniform(1.5, 1.8))
+  walk(m, rng, body, speed_factor=rng.uniform(0.7, 0.9), cadence=rng.uniform(1.5, 1.8))
   m.add("neck_turn", rng.choice([-1, 1]) * (25 + wobble(rng, num, 10.0)))
   m.add("back_twist", 5.0)
 
