@@ -13,7 +13,8 @@ arrays. This module reads them with a restricted unpickler that rebuilds only
 * numpy scalars (``numpy.core.multiarray.scalar``), e.g. the ``numpy.int64`` joint indices
   of ``keypoints_symmetry``;
 * ``numpy.dtype`` objects of those plain dtypes;
-* byte strings that protocol-2 pickles spell as ``_codecs.encode(text, 'latin1')``;
+* byte strings that protocol-2 pickles spell as ``_codecs.encode(text, 'latin1')`` (and
+  ``bytes()`` for an empty one);
 * plain containers (dict, list, tuple, set) and scalars, which pickle builds without
   calling anything.
 
@@ -37,9 +38,9 @@ from typing import Any
 
 import numpy as np
 
-# The dtypes a data file may hold: numeric, bool and object. Strings and structured dtypes
-# are not needed by any file this project reads.
-_ALLOWED_KINDS = frozenset("biufcO")
+# The dtypes a data file may hold: numeric, bool, fixed-size strings and object.
+# Structured, void and datetime dtypes are not needed by any file this project reads.
+_ALLOWED_KINDS = frozenset("biufcUSO")
 _NUMPY_MODULES = ("numpy.core.multiarray", "numpy._core.multiarray")
 _NUMERIC_MODULES = ("numpy.core.numeric", "numpy._core.numeric")
 _MAX_HEADER_BYTES = 1 << 16
@@ -62,7 +63,8 @@ _NDARRAY = _NdarrayType()
 
 def _check_dtype(dtype: np.dtype, where: str) -> np.dtype:
   if dtype.kind not in _ALLOWED_KINDS or dtype.fields is not None or dtype.subdtype is not None:
-    raise NpzError(f"{where}: unsupported dtype {dtype!r} (only numeric, bool and object arrays)")
+    raise NpzError(f"{where}: unsupported dtype {dtype!r} (only numeric, bool, string and "
+                   "object arrays)")
   return dtype
 
 
@@ -155,6 +157,14 @@ def _codecs_encode(where: str):
   return encode
 
 
+def _empty_bytes(where: str):
+  def empty(*args):  # protocol 2 spells b"" as bytes()
+    if args:
+      raise UnsafeFileError(f"{where}: refusing bytes() with arguments in a pickle")
+    return b""
+  return empty
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
   """Rebuilds arrays, dtypes, numpy scalars and byte strings; refuses every other global."""
 
@@ -176,6 +186,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
       return lambda spec, *unused: _PendingDtype(spec, where)
     if module == "_codecs" and name == "encode":
       return _codecs_encode(where)
+    if module in ("builtins", "__builtin__") and name == "bytes":
+      return _empty_bytes(where)
     raise UnsafeFileError(
         f"{where}: the pickle references {module}.{name}, which a data file has no reason "
         "to call; refusing to load it (only numpy arrays, scalars and plain containers are "
