@@ -92,7 +92,8 @@ def features() -> tfds.features.FeaturesDict:
       "subject_id": tfds.features.Scalar(dtype=i32, doc="9 for 'S9'."),
       "action": text(doc="Action with take number, e.g. 'Walking 1'."),
       "action_name": text(doc="Action without take number, e.g. 'Walking'."),
-      "action_id": tfds.features.Scalar(dtype=i32, doc="Index in mocap_format.H36M_ACTIONS, -1 if none."),
+      "action_id": tfds.features.Scalar(
+          dtype=i32, doc="Index in mocap_format.H36M_ACTIONS, -1 if none."),
       "num_frames": tfds.features.Scalar(dtype=i32, doc="Frames T of the sequence (50 fps)."),
       "camera": tfds.features.FeaturesDict({
           "index": tfds.features.Scalar(dtype=i32, doc="Human3.6M camera 0-3."),
@@ -299,7 +300,8 @@ def check_coverage(inputs: _Inputs, subjects: Sequence[str]) -> None:
         if action not in kps[subject]:
           missing.append(f"{subject} {action!r}")
     if missing:
-      shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+      shown = ", ".join(missing[:10]) + (
+          f" and {len(missing) - 10} more" if len(missing) > 10 else "")
       raise ValueError(f"{path}: {len(missing)} recording(s) of {FILE_3D} have no 2D keypoints "
                        f"here: {shown}")
     extra = [f"{s} {a!r}" for s in kps for a in kps[s]
@@ -383,6 +385,7 @@ def sequence_example(subject: str, action: str, camera: int, world: np.ndarray,
 class H36MPoses(_common.ArrayRecordByDefault, tfds.core.GeneratorBasedBuilder):
   """Human3.6M poses and 2D keypoints from VideoPose3D's ``.npz`` files (manual download)."""
 
+  name = "h36m_poses"  # TFDS would derive "h36_m_poses" from the class name
   pkg_dir_path = epath.Path(__file__).parent
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
