@@ -218,7 +218,8 @@ def _select(examples: Sequence[dict[str, Any]], subjects: Sequence[str] | None,
 def sequences_from_examples(examples: Sequence[dict[str, Any]], source: str, *,
                             subjects: Sequence[str] | None = None,
                             actions: Sequence[str] | None = None, with_3d: bool = True,
-                            downsample: int = 1, subset: float = 1.0) -> PoseSequences:
+                            with_scores: bool = False, downsample: int = 1,
+                            subset: float = 1.0) -> PoseSequences:
   """``PoseSequences`` of one 2D source from examples of the ``mocap_format`` layout.
 
   Args:
@@ -227,6 +228,8 @@ def sequences_from_examples(examples: Sequence[dict[str, Any]], source: str, *,
     subjects: subjects to keep, in this order (``None``: all, by subject number).
     actions: action prefixes to keep (``None``: all), as ``run.py --actions``.
     with_3d: keep the 3D poses (``False`` for the unlabeled stream).
+    with_scores: keep the source's per-joint scores (batches then carry ``scores_2d``);
+      an error if the source has none.
     downsample, subset: see ``frame_selection`` (``subset`` is for training data only).
 
   Returns:
@@ -234,7 +237,8 @@ def sequences_from_examples(examples: Sequence[dict[str, Any]], source: str, *,
 
   Raises:
     KeyError: unknown source (listing the dataset's sources).
-    ValueError: a subject that is not in the examples; no example left.
+    ValueError: a subject that is not in the examples; no example left; scores asked of
+      a source without them.
   """
   chosen = _select(examples, subjects, actions)
   if not chosen:
@@ -242,6 +246,8 @@ def sequences_from_examples(examples: Sequence[dict[str, Any]], source: str, *,
   kps, scores, pos, cams, flip = [], [], [], [], None
   for ex in chosen:
     xy, score, src = mocap_format.source_keypoints(ex["keypoints_2d"], source)
+    if with_scores and score is None:
+      raise ValueError(f"the 2D source {source!r} has no scores")
     frames = frame_selection(len(xy), downsample, subset)
     cam = ex["camera"]
     w, h = int(cam["res_w"]), int(cam["res_h"])
@@ -253,7 +259,7 @@ def sequences_from_examples(examples: Sequence[dict[str, Any]], source: str, *,
     flip = src.flip_permutation
   return from_arrays(
       kps, np.stack(cams), positions_3d=pos if with_3d else None,
-      scores=None if scores[0] is None else scores, keypoint_flip=flip,
+      scores=scores if with_scores else None, keypoint_flip=flip,
       subjects=[_text(ex["subject"]) for ex in chosen],
       actions=[_text(ex["action"]) for ex in chosen],
       camera_index=[int(ex["camera"]["index"]) for ex in chosen], source=source)
@@ -265,7 +271,8 @@ def load_sequences(ref: DatasetRef, source: str, **kwargs) -> PoseSequences:
   Args:
     ref: the split (``DatasetRef(name, data_dir, split, config)``).
     source: 2D source name (``'cpn_ft_h36m_dbb'``, ``'gt'``, ``'detected'``, ...).
-    **kwargs: ``subjects``, ``actions``, ``with_3d``, ``downsample``, ``subset``.
+    **kwargs: ``subjects``, ``actions``, ``with_3d``, ``with_scores``, ``downsample``,
+      ``subset``.
   """
   builder = prepared_builder(ref)
   if ref.split not in builder.info.splits:
@@ -475,7 +482,9 @@ def train_iterator(seqs: PoseSequences, spec: WindowSpec, *, batch_size: int, se
     seed: shuffling seed (the order changes every epoch; see ``ChunkStream``).
     augment: list every chunk a second time flipped (train-time flip augmentation).
     num_workers: grain worker processes (0: in this process); each gets a copy of the
-      sequences.
+      sequences. The work is a memory gather: shipping the batches back from workers costs
+      more than it saves (``benchmarks/input_pipeline.py --pipeline lifting``), so 0 is
+      the fast choice.
     process_index, process_count: this host's slice of the global chunk stream.
 
   Returns:
