@@ -356,3 +356,21 @@ def test_mocap_joint_limits_and_errors():
                                 mocap.forward_kinematics(body, clipped, *args))
   with pytest.raises(ValueError, match="unknown motion 'Jumping'; valid: Directions"):
     mocap.generate_motion("Jumping", body, 10, np.random.default_rng(0))
+
+
+def test_h36m_skeleton_reduction_matches_videopose3d():
+  # VideoPose3D's Human36mDataset: remove_joints([4, 5, 9, 10, 11, 16, 20, 21, 22, 23, 24,
+  # 28, 29, 30, 31]) on the 32-joint skeleton, then parents[11] = parents[14] = 8 (values
+  # read off the original run in a scratch copy).
+  kept, parents = keypoints.h36m_reduced_skeleton()
+  assert kept.tolist() == [0, 1, 2, 3, 6, 7, 8, 12, 13, 14, 15, 17, 18, 19, 25, 26, 27]
+  assert parents.tolist() == [-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 9, 8, 11, 12, 8, 14, 15]
+  assert tuple(parents.tolist()) == keypoints.H36M_PARENTS
+  _, raw_parents, left, right = keypoints.reduce_skeleton(
+      keypoints.H36M32_PARENTS, keypoints.H36M32_REMOVED, keypoints.H36M32_JOINTS_LEFT,
+      keypoints.H36M32_JOINTS_RIGHT)
+  assert raw_parents[[11, 14]].tolist() == [7, 7]  # before re-attaching the shoulders
+  assert tuple(left.tolist()) == keypoints.H36M_JOINTS_LEFT
+  assert tuple(right.tolist()) == keypoints.H36M_JOINTS_RIGHT
+  with pytest.raises(ValueError, match="root may not be removed"):
+    keypoints.reduce_skeleton([-1, 0, 1], [0])
