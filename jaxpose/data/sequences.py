@@ -19,12 +19,16 @@ by Pose3D-RIE:
   the 2D keypoints and the camera-frame 3D poses and swaps left/right joints (the 2D
   source's own symmetry for 2D, Human3.6M's for 3D), and negates the camera's ``cx`` and
   ``p1``.
-* ``train_iterator`` is a grain pipeline over the chunks: a global shuffle that changes
-  every epoch, repeat, per-host slicing, fixed-size batches, optional worker processes;
-  ``get_state``/``set_state`` checkpoint it for an exact resume. On several hosts each
-  host reads every ``process_count``-th chunk of the global stream, so the data does not
-  depend on the host count. With sequences loaded without 3D (other subjects), it is the
-  unlabeled stream of semi-supervised training.
+* ``train_iterator`` is an endless grain pipeline of fixed-size batches over the chunks
+  (``ChunkStream``: epoch ``e`` is the chunk list in a permutation drawn from ``(seed,
+  e)``, so the order changes every epoch); ``get_state``/``set_state`` checkpoint it for
+  an exact resume. On several hosts each host reads every ``process_count``-th chunk of
+  the global stream, so the data does not depend on the host count (there is no other
+  randomness: flips are enumerated, as in the original). With sequences loaded without
+  3D (other subjects), it is the unlabeled stream of semi-supervised training.
+  Differences from ``ChunkedGenerator``: the shuffle is numpy's ``default_rng`` instead of
+  a ``RandomState`` and batches run across epoch ends instead of ending each epoch with a
+  smaller batch.
 * ``eval_sequences`` yields whole sequences (``UnchunkedGenerator``): the 2D input padded
   by the receptive field, plus the flipped copy for test-time augmentation.
 * ``eval_batches`` yields fixed-size batches of chunks in order (Pose3D-RIE's
