@@ -137,3 +137,15 @@ def test_digest_detects_a_one_bit_change():
   assert after["all"] != before["all"]
   assert after["first_of_role"]["bn_var"] != before["first_of_role"]["bn_var"]
   assert after["first_of_role"]["matrix"] == before["first_of_role"]["matrix"]
+
+
+def test_recording_digests_adds_new_fixtures_and_keeps_recorded_ones(tmp_path: Path):
+  (tmp_path / "models").mkdir()
+  fileio.write_json(tmp_path / "models" / "small.json", SMALL)
+  kept = {"num_tensors": 1, "all": "recorded elsewhere", "first_of_role": {}}
+  fileio.write_json(tmp_path / synth_weights.DIGEST_FILE,
+                    {"about": "x", "fixtures": {"older": kept}})
+  synth_weights.main([str(tmp_path)])
+  stored = fileio.read_json(tmp_path / synth_weights.DIGEST_FILE)
+  assert stored["about"] == "x" and stored["fixtures"]["older"] == kept
+  assert stored["fixtures"]["small"] == synth_weights.digest(SMALL)

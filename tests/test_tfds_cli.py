@@ -9,6 +9,7 @@ Python loop of ``jaxpose.data.builders``.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import pathlib
 import subprocess
@@ -18,8 +19,6 @@ import pytest
 
 from jaxpose.data import builders
 from tests.test_builders import _write_coco
-
-pytestmark = pytest.mark.slow  # each build starts TensorFlow, TFDS and Beam (~15-30 s)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # In-process Beam runner. (Beam 2.77's DirectRunner first tries to download its Prism
@@ -45,6 +44,14 @@ def _examples(builder, split: str) -> dict:
   return {int(source[i]["image/id"]): source[i] for i in range(len(source))}
 
 
+def test_the_command_line_dependencies_are_installed():
+  missing = [m for m in ("apache_beam", "mlcroissant") if importlib.util.find_spec(m) is None]
+  assert not missing, (f"{', '.join(missing)} not installed: `tfds build` cannot start; they are "
+                       "dependencies of jaxpose (pyproject.toml): pip install -e '.[test]'")
+
+
+# Each build starts TensorFlow, TFDS and Beam in a new process (~15-30 s).
+@pytest.mark.slow
 def test_tfds_build_synthetic_people_tiny_writes_array_record(tmp_path: pathlib.Path):
   _ok(_tfds("build", "data_builders/synthetic_people", "--config", "tiny",
             "--data_dir", str(tmp_path / "data"), "--download_dir", str(tmp_path / "dl")))
@@ -59,6 +66,7 @@ def test_tfds_build_synthetic_people_tiny_writes_array_record(tmp_path: pathlib.
   assert len(builder.as_data_source("validation")) == config.num_val_images
 
 
+@pytest.mark.slow
 def test_tfds_build_coco_keypoints_with_beam_equals_the_python_build(tmp_path: pathlib.Path):
   manual = tmp_path / "manual"
   _write_coco(manual, "train", 0)
@@ -82,6 +90,7 @@ def test_tfds_build_coco_keypoints_with_beam_equals_the_python_build(tmp_path: p
         assert (got[image_id]["objects"][key] == value).all(), key
 
 
+@pytest.mark.slow
 def test_tfds_build_reports_missing_files_and_empty_splits(tmp_path: pathlib.Path):
   manual = tmp_path / "manual"
   _write_coco(manual, "val", 100)
