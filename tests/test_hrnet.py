@@ -10,8 +10,6 @@ from __future__ import annotations
 import collections
 import functools
 import json
-import os
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -25,10 +23,10 @@ from jaxpose import models
 from jaxpose.convert import hrnet as hrnet_family
 from jaxpose.convert.__main__ import main as convert_main
 from jaxpose.models import hrnet
+from tests.conformance import fixtures
 
 S = hrnet.HRNetStage
-REFERENCE_DIR = Path(os.environ.get(
-    "JAXPOSE_REFERENCE_DIR", Path(__file__).resolve().parents[2] / "shared" / "reference"))
+REFERENCE_DIR = fixtures.PROJECT_DIR  # the project's copy of the reference fixtures
 IMAGE = (2, 64, 64)  # batch, H, W: ceil(H/4) = 16 is a multiple of 2^(4-1)
 
 CONFIGS = {
@@ -219,8 +217,7 @@ def test_init_follows_init_weights():
 def test_w32_has_the_layout_of_the_original():
   """Every tensor of the original W32 (names and shapes, from the fixture) has its variable."""
   manifest = REFERENCE_DIR / "models" / "pose_hrnet_w32_256x192.json"
-  if not manifest.exists():
-    pytest.skip(f"reference fixture {manifest} not available")
+  assert manifest.exists(), f"reference fixture {manifest} is missing from the project's copy"
   meta = json.loads(manifest.read_text())
   sd = {name: np.zeros(shape, np.float32) for name, shape, _ in meta["tensors"]}
   config = hrnet_family.infer_pose_hrnet(convert.core.shape_table(sd))

@@ -5,7 +5,6 @@ import collections
 import functools
 import json
 import math
-import os
 from pathlib import Path
 
 import jax
@@ -20,12 +19,12 @@ from jaxpose.convert import core
 from jaxpose.convert import resnet as resnet_families
 from jaxpose.convert.__main__ import main as convert_main
 from jaxpose.models import hg3d, integral, resnet
+from tests.conformance import fixtures
 
 IntegralConfig = integral.IntegralConfig
 HG3DConfig = hg3d.HG3DConfig
 
-REFERENCE_DIR = Path(os.environ.get(
-    "JAXPOSE_REFERENCE_DIR", Path(__file__).resolve().parents[2] / "shared" / "reference"))
+REFERENCE_DIR = fixtures.PROJECT_DIR  # the project's copy of the reference fixtures
 SIZE = 64  # input side: ResNet stride 32 -> 2x2, two deconvolutions -> 8x8
 
 
@@ -180,8 +179,7 @@ def test_released_configs_are_the_yaml_and_opts_values():
 def test_released_configs_export_the_original_state_dict(fixture, config):
   """Names and shapes equal the original's state dict as recorded in the reference fixture."""
   path = REFERENCE_DIR / "models" / f"{fixture}.json"
-  if not path.exists():
-    pytest.skip(f"reference fixture {path} not available")
+  assert path.exists(), f"reference fixture {path} is missing from the project's copy"
   manifest = json.loads(path.read_text())
   original = {name: tuple(shape) for name, shape, _ in manifest["tensors"]}
   ours = _zero_state_dict(config)

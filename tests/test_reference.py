@@ -1,11 +1,13 @@
 """Conformance with the original PyTorch implementations (the acceptance criterion).
 
-Fixtures are discovered at run time in ``$JAXPOSE_REFERENCE_DIR`` (default
-``../shared/reference`` beside the repository); nothing here names a fixture or a case
-count. For every ``models/*.json``:
+Fixtures are discovered at run time in the project's copy ``tests/reference/`` plus every
+folder named in ``$JAXPOSE_REFERENCE_DIR`` (``os.pathsep``-separated; see
+``tests/conformance/fixtures.py``); nothing here names a fixture or a case count, and a
+missing or empty fixture folder is a failure, never a skip. For every ``models/*.json``:
 
-1. the checkpoint is rebuilt with the fixture's own ``synth.write_checkpoint`` in the zip
-   format and in the legacy (torch < 1.6) format;
+1. the checkpoint is rebuilt with the weights the fixtures were recorded with
+   (``tests/conformance/synth_weights.py``) in the layout of the original's released file,
+   in the zip format and in the legacy (torch < 1.6) format;
 2. jaxpose's converter infers the family and configuration, converts the file and writes
    an Orbax checkpoint, which is loaded back from disk;
 3. the Flax model runs on the stored inputs and every stored output (including
@@ -18,13 +20,9 @@ For every ``functions/*.json`` each case runs through the checker for that funct
 """
 from __future__ import annotations
 
-import functools
-import importlib.util
 import json
-import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from unittest import mock
 
 import jax
 import numpy as np
@@ -33,11 +31,9 @@ import pytest
 from jaxpose import checkpoint
 from jaxpose import convert
 from jaxpose.codecs import integral as integral_codec
-from tests.conformance import functions_2d, functions_3d
+from tests.conformance import fixtures, functions_2d, functions_3d, synth_weights
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-REFERENCE_DIR = Path(os.environ.get("JAXPOSE_REFERENCE_DIR",
-                                    REPO_ROOT.parent / "shared" / "reference")).resolve()
+FIXTURE_DIRS = fixtures.fixture_dirs()
 
 # Our float32 result vs the original's float32 result differ by about the float32 noise of
 # each (the fixture's fp32-vs-fp64 difference measures one of them).
@@ -46,31 +42,22 @@ TOLERANCE_FACTOR = 4.0
 FUNCTION_CHECKERS: dict[str, Callable] = {**functions_2d.CHECKERS, **functions_3d.CHECKERS}
 
 
-def _fixtures(kind: str) -> list[Path]:
-  return sorted((REFERENCE_DIR / kind).glob("*.json"))
-
-
 def _function_cases() -> list:
   params = []
-  for path in _fixtures("functions"):
+  for test_id, path in fixtures.discover("functions", FIXTURE_DIRS):
+    if isinstance(path, fixtures.NoFixtures):
+      params.append(pytest.param(path, 0, id=test_id))
+      continue
     fixture = json.loads(path.read_text())
     for case in range(int(fixture["cases"])):
-      params.append(pytest.param(path, case, id=f"{path.stem}-case{case}"))
+      params.append(pytest.param(path, case, id=f"{test_id}-case{case}"))
   return params
 
 
-def test_reference_dir_has_fixtures():
-  assert REFERENCE_DIR.is_dir(), (
-      f"reference fixtures not found at {REFERENCE_DIR}; set JAXPOSE_REFERENCE_DIR")
-  assert _fixtures("models") and _fixtures("functions"), f"no fixtures under {REFERENCE_DIR}"
-
-
-@functools.cache
-def _synth_module():
-  spec = importlib.util.spec_from_file_location("reference_synth", REFERENCE_DIR / "synth.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+@pytest.mark.parametrize("folder", FIXTURE_DIRS, ids=lambda d: d.label or "project")
+def test_fixture_folder_holds_fixtures(folder: fixtures.FixtureDir):
+  problem = folder.problem()
+  assert problem is None, problem
 
 
 # ----------------------------------------------------------------------------------------
@@ -149,29 +136,19 @@ def _derive(spec: Mapping, raw: np.ndarray) -> np.ndarray:
   raise AssertionError(f"unknown derived_from op {op!r}")
 
 
-def _write_checkpoint(manifest: dict, path: Path, legacy: bool) -> Path:
-  synth = _synth_module()
-  if not legacy:
-    return synth.write_checkpoint(manifest, path)
-  import torch  # test-only dependency
-  legacy_save = functools.partial(torch.save, _use_new_zipfile_serialization=False)
-  with mock.patch.object(torch, "save", legacy_save):
-    return synth.write_checkpoint(manifest, path)
-
-
 def _flat_variables(model) -> dict[str, np.ndarray]:
   flat = jax.tree_util.tree_flatten_with_path(checkpoint.model_variables(model))[0]
   return {jax.tree_util.keystr(p): np.asarray(v) for p, v in flat}
 
 
 def _model_params():
-  return [pytest.param(p, id=p.stem, marks=pytest.mark.slow) for p in _fixtures("models")]
+  return [pytest.param(p, id=test_id, marks=pytest.mark.slow)
+          for test_id, p in fixtures.discover("models", FIXTURE_DIRS)]
 
 
 @pytest.mark.parametrize("fixture_path", _model_params())
 def test_model_fixture(fixture_path: Path, tmp_path: Path):
-  synth = _synth_module()
-  manifest = synth.load_manifest(fixture_path)
+  manifest = synth_weights.load_manifest(fixtures.require(fixture_path))
   arrays = np.load(fixture_path.with_suffix(".npz"))
   family = manifest["family"]
   assert family in RUNNERS, f"{fixture_path.name}: no jaxpose runner for family {family!r}"
@@ -179,7 +156,8 @@ def test_model_fixture(fixture_path: Path, tmp_path: Path):
   variables = {}
   for legacy in (False, True):
     fmt = "legacy" if legacy else "zip"
-    ckpt = _write_checkpoint(manifest, tmp_path / f"{fixture_path.stem}_{fmt}.pth", legacy)
+    ckpt = synth_weights.write_checkpoint(
+        manifest, tmp_path / f"{fixture_path.stem}_{fmt}.pth", legacy=legacy)
     out_dir = tmp_path / f"converted_{fmt}"
     config = convert.convert_checkpoint(ckpt, out_dir)
     assert config.name == family
@@ -214,7 +192,7 @@ def test_model_fixture(fixture_path: Path, tmp_path: Path):
 
 @pytest.mark.parametrize("fixture_path,case", _function_cases())
 def test_function_fixture(fixture_path: Path, case: int):
-  fixture = json.loads(fixture_path.read_text())
+  fixture = json.loads(fixtures.require(fixture_path).read_text())
   checker = FUNCTION_CHECKERS.get(fixture["name"])
   assert checker is not None, (
       f"{fixture_path.name}: no jaxpose checker for function fixture {fixture['name']!r} "
