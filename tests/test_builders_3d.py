@@ -374,3 +374,39 @@ def test_h36m_skeleton_reduction_matches_videopose3d():
   assert tuple(right.tolist()) == keypoints.H36M_JOINTS_RIGHT
   with pytest.raises(ValueError, match="root may not be removed"):
     keypoints.reduce_skeleton([-1, 0, 1], [0])
+
+
+def test_h36m_command_line_errors_are_one_line(tmp_path, capsys):
+  """A hostile 2D file and a 2D file for recordings the 3D file lacks end the builder's
+  command line with one stderr line naming the file, exit status 1."""
+  manual = tmp_path / "manual"
+  _write_manual(manual)
+
+  class RunsCommand:
+    def __reduce__(self):
+      return (os.system, ("true",))
+
+  hostile = npz_files.object_array({"S1": {"Walking": [RunsCommand()]}})
+  metadata = npz_files.object_array({"num_joints": 17, "keypoints_symmetry": [[1], [4]]})
+  npz_files.save_pickled(manual / "data_2d_h36m_evil.npz",
+                         metadata=pickle.dumps(metadata, protocol=3),
+                         positions_2d=pickle.dumps(hostile, protocol=3))
+  with pytest.raises(SystemExit) as exit_info:
+    builders.main(["h36m_poses", "--data_dir", str(tmp_path / "d1"), "--manual_dir", str(manual)])
+  assert exit_info.value.code == 1
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and "Traceback" not in err[0], err
+  assert "data_2d_h36m_evil.npz" in err[0]
+  (manual / "data_2d_h36m_evil.npz").unlink()
+
+  def lacks_a_recording(d):  # the 3D file has S1 Walking, this 2D file does not
+    del d["S1"]["Walking"]
+
+  manual2 = tmp_path / "manual2"
+  _write_manual(manual2, edit_gt=lacks_a_recording)
+  with pytest.raises(SystemExit) as exit_info:
+    builders.main(["h36m_poses", "--data_dir", str(tmp_path / "d2"),
+                   "--manual_dir", str(manual2)])
+  assert exit_info.value.code == 1
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and "data_2d_h36m_gt.npz" in err[0], err

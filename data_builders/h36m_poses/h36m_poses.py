@@ -57,6 +57,11 @@ FILE_3D = "data_3d_h36m.npz"
 PREFIX_2D = "data_2d_h36m_"
 NUM_CAMERAS = 4
 # VideoPose3D's preparation drops this recording (a corrupt video of one camera).
+class H36MFormatError(ValueError):
+  """A manual file that does not hold what VideoPose3D's preparation writes (the message
+  names the file and the entry)."""
+
+
 DROPPED_RECORDINGS: tuple[tuple[str, str], ...] = (("S11", "Directions"),)
 
 _DESCRIPTION = """
@@ -156,14 +161,14 @@ def _canonical_actions(path: pathlib.Path, what: str, subject: str,
   out: dict[str, Any] = {}
   for raw, value in actions.items():
     if not isinstance(raw, str):
-      raise ValueError(f"{path}: {what}[{subject!r}] has a non-string action key {raw!r:.40}")
+      raise H36MFormatError(f"{path}: {what}[{subject!r}] has a non-string action key {raw!r:.40}")
     action = mocap_format.canonical_action(raw)
     if (subject, action) in DROPPED_RECORDINGS:
       logger.info("%s: dropping %s %r as VideoPose3D's preparation does (corrupt video)",
                   path.name, subject, action)
       continue
     if action in out:
-      raise ValueError(f"{path}: {what}[{subject!r}] holds both {action!r} and a raw name "
+      raise H36MFormatError(f"{path}: {what}[{subject!r}] holds both {action!r} and a raw name "
                        f"that renames to it ({raw!r})")
     out[action] = value
   return out
@@ -171,11 +176,11 @@ def _canonical_actions(path: pathlib.Path, what: str, subject: str,
 
 def _subject_dict(path: pathlib.Path, what: str, data: Any) -> dict[str, dict[str, Any]]:
   if not isinstance(data, dict):
-    raise ValueError(f"{path}: {what} must be a dict of subjects, got {type(data).__name__}")
+    raise H36MFormatError(f"{path}: {what} must be a dict of subjects, got {type(data).__name__}")
   out = {}
   for subject, actions in data.items():
     if not isinstance(subject, str) or not isinstance(actions, dict):
-      raise ValueError(f"{path}: {what} must map subject names to dicts of actions "
+      raise H36MFormatError(f"{path}: {what} must map subject names to dicts of actions "
                        f"(entry {subject!r:.40})")
     out[subject] = _canonical_actions(path, what, subject, actions)
   return out
@@ -196,7 +201,7 @@ def read_positions_3d(path: pathlib.Path) -> dict[str, dict[str, np.ndarray]]:
     for action, array in actions.items():
       if (not isinstance(array, np.ndarray) or array.dtype.kind != "f" or array.ndim != 3
           or array.shape[1:] != (len(keypoints.H36M32_PARENTS), 3)):
-        raise ValueError(
+        raise H36MFormatError(
             f"{path}: positions_3d[{subject!r}][{action!r}] must be a float [T, 32, 3] array, "
             f"got {_describe(array)}")
       out[subject][action] = np.ascontiguousarray(array[:, kept], dtype=np.float32)
@@ -212,18 +217,18 @@ def _describe(value: Any) -> str:
 def _metadata(path: pathlib.Path) -> tuple[int, mocap_format.Source2D]:
   meta = safe_npz.read_object(path, "metadata")
   if not isinstance(meta, dict) or "num_joints" not in meta or "keypoints_symmetry" not in meta:
-    raise ValueError(f"{path}: metadata must be a dict with 'num_joints' and "
+    raise H36MFormatError(f"{path}: metadata must be a dict with 'num_joints' and "
                      f"'keypoints_symmetry', got {meta!r:.120}")
   num = meta["num_joints"]
   if isinstance(num, (bool, np.bool_)) or not isinstance(num, (int, np.integer)) or num <= 0:
-    raise ValueError(f"{path}: metadata num_joints must be a positive integer, got {num!r}")
+    raise H36MFormatError(f"{path}: metadata num_joints must be a positive integer, got {num!r}")
   symmetry = meta["keypoints_symmetry"]
   if not isinstance(symmetry, (list, tuple)) or len(symmetry) != 2:
-    raise ValueError(f"{path}: metadata keypoints_symmetry must be [left, right], got "
+    raise H36MFormatError(f"{path}: metadata keypoints_symmetry must be [left, right], got "
                      f"{symmetry!r:.80}")
   layout = meta.get("layout_name", "")
   if not isinstance(layout, str):
-    raise ValueError(f"{path}: metadata layout_name must be a string, got {layout!r:.40}")
+    raise H36MFormatError(f"{path}: metadata layout_name must be a string, got {layout!r:.40}")
   perm = mocap_format.flip_permutation_from_symmetry(int(num), symmetry[0], symmetry[1],
                                                      f"{path}: metadata")
   name = path.name[len(PREFIX_2D):-len(".npz")]
@@ -251,20 +256,20 @@ def read_keypoints_2d(path: pathlib.Path) -> tuple[mocap_format.Source2D,
     for action, cams in actions.items():
       where = f"{path}: positions_2d[{subject!r}][{action!r}]"
       if not isinstance(cams, (list, tuple)) or len(cams) > NUM_CAMERAS:
-        raise ValueError(f"{where} must be a list of at most {NUM_CAMERAS} cameras, got "
+        raise H36MFormatError(f"{where} must be a list of at most {NUM_CAMERAS} cameras, got "
                          f"{_describe(cams) if not isinstance(cams, (list, tuple)) else len(cams)}")
       out[subject][action] = []
       for index, array in enumerate(cams):
         if array is not None and (
             not isinstance(array, np.ndarray) or array.dtype.kind != "f" or array.ndim != 3
             or array.shape[1] != num_joints or array.shape[2] not in (2, 3)):
-          raise ValueError(f"{where}[{index}] must be a float [T, {num_joints}, 2] array "
+          raise H36MFormatError(f"{where}[{index}] must be a float [T, {num_joints}, 2] array "
                            f"(num_joints from the metadata), got {_describe(array)}")
         if array is not None:
           channels.add(array.shape[2])
         out[subject][action].append(array)
   if len(channels) > 1:
-    raise ValueError(f"{path}: some keypoint arrays have a score channel and some do not")
+    raise H36MFormatError(f"{path}: some keypoint arrays have a score channel and some do not")
   return dataclasses.replace(source, has_scores=channels == {3}), out
 
 
@@ -302,7 +307,7 @@ def check_coverage(inputs: _Inputs, subjects: Sequence[str]) -> None:
     if missing:
       shown = ", ".join(missing[:10]) + (
           f" and {len(missing) - 10} more" if len(missing) > 10 else "")
-      raise ValueError(f"{path}: {len(missing)} recording(s) of {FILE_3D} have no 2D keypoints "
+      raise H36MFormatError(f"{path}: {len(missing)} recording(s) of {FILE_3D} have no 2D keypoints "
                        f"here: {shown}")
     extra = [f"{s} {a!r}" for s in kps for a in kps[s]
              if s in subjects and a not in inputs.positions_3d.get(s, {})]
@@ -419,7 +424,7 @@ class H36MPoses(_common.ArrayRecordByDefault, tfds.core.GeneratorBasedBuilder):
         logger.warning("%s: subjects %s of the %s split are not in %s", self.name,
                        ", ".join(absent), split, FILE_3D)
       if not present:
-        raise ValueError(f"{self.name}: none of the {split} subjects ({', '.join(subjects)}) "
+        raise H36MFormatError(f"{self.name}: none of the {split} subjects ({', '.join(subjects)}) "
                          f"is in {FILE_3D} (it has {', '.join(inputs.positions_3d)})")
       check_coverage(inputs, present)
     unused = sorted(set(inputs.positions_3d) - {s for v in splits.values() for s in v})

@@ -33,10 +33,11 @@ import tensorflow_datasets as tfds
 
 from data_builders import _common
 from data_builders.coco_keypoints.coco_keypoints import CocoKeypoints
-from data_builders.h36m_poses.h36m_poses import H36MPoses
+from data_builders.h36m_poses.h36m_poses import H36MFormatError, H36MPoses
 from data_builders.mpii.mpii import Mpii, MpiiFormatError
 from data_builders.synthetic_mocap.synthetic_mocap import SyntheticMocap
 from data_builders.synthetic_people.synthetic_people import SyntheticPeople
+from jaxpose.data import safe_npz
 from jaxpose.data.coco_format import CocoFormatError
 
 BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
@@ -107,7 +108,7 @@ def build_dataset(
 
 # Errors of the user's input files: the command line prints them as one line.
 INPUT_ERRORS = (_common.MissingManualFilesError, _common.NoExamplesError, CocoFormatError,
-                MpiiFormatError)
+                MpiiFormatError, H36MFormatError, safe_npz.NpzError)
 
 
 def one_line(error: BaseException) -> str:
