@@ -19,7 +19,7 @@ def get_config(arg: str | None = None):
   args = common.parse_arg(arg, w=32)
   config = common.ml_collections.ConfigDict()
   variant = hrnet.PoseHRNetConfig.w32 if args.w == 32 else hrnet.PoseHRNetConfig.w48
-  config.model = variant(num_joints=16).to_config()
+  config.model = variant(num_joints=common.num_joints("mpii")).to_config()
   config.task = "heatmap"
   config.init = common.init("imagenet", hrnet_coco.IMAGENET[args.w], hrnet.PRETRAINED_LAYERS)
   config.data = common.data(

@@ -18,7 +18,7 @@ from jaxpose.models import mspn
 def get_config(arg: str | None = None):
   args = common.parse_arg(arg, stages=2)
   config = common.ml_collections.ConfigDict()
-  config.model = mspn.MSPNConfig(num_stages=args.stages, num_joints=16,
+  config.model = mspn.MSPNConfig(num_stages=args.stages, num_joints=common.num_joints("mpii"),
                                  output_shape=(64, 64)).to_config()
   config.task = "mspn"
   config.init = common.init("imagenet", "resnet50-19c8e357.pth")

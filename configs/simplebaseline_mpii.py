@@ -18,7 +18,8 @@ from jaxpose.models import resnet
 def get_config(arg: str | None = None):
   args = common.parse_arg(arg, depth=50)
   config = common.ml_collections.ConfigDict()
-  config.model = resnet.PoseResNetConfig(num_layers=args.depth, num_joints=16).to_config()
+  config.model = resnet.PoseResNetConfig(
+      num_layers=args.depth, num_joints=common.num_joints("mpii")).to_config()
   config.task = "heatmap"
   config.init = common.init("imagenet", simplebaseline_coco.IMAGENET[args.depth])
   config.data = common.data(
