@@ -15,12 +15,23 @@ Config fields (``config.optim``): ``name`` ('adam' | 'sgd' | 'adamw'), ``lr``,
 ('multistep' with ``milestones`` (epochs) and ``factor``; 'warmup_linear' with
 ``warmup_steps`` (or ``warmup_epochs``), ``warmup_factor`` and ``total_steps`` (or
 ``total_epochs``); 'constant').
+
+Parameter groups (frozen parts, per-group learning rates; e.g. Pose3D-RIE's stages):
+``param_labels(model, {label: nnx filter}, default)`` labels every parameter and
+``make_partitioned_optimizer({label: optim config or None}, labels, steps_per_epoch)``
+builds one ``optax.multi_transform`` (None = frozen). A task returns it from
+``Task.optimizer``.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
+import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
+from flax import nnx
 
 
 def make_schedule(optim: ml_collections.ConfigDict, steps_per_epoch: int) -> optax.Schedule:
@@ -91,7 +102,7 @@ def param_labels(model: nnx.Module, groups: Mapping[str, Any], default: str) -> 
   """
   owner: dict[tuple, str] = {}
   for label, filt in groups.items():
-    paths = [tuple(p) for p, _ in nnx.state(model, nnx.All(nnx.Param, filt)).flat_state()]
+    paths = [tuple(p) for p, _ in nnx.to_flat_state(nnx.state(model, nnx.All(nnx.Param, filt)))]
     if not paths:
       raise ValueError(f"parameter group {label!r} matches no parameter")
     for path in paths:

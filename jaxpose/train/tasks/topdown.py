@@ -115,6 +115,7 @@ class TopDownTask(base.Task):
     if joints is not None and joints != self.keypoint_set.num_keypoints:
       raise ValueError(f"config.model.num_joints={joints}, but the {self.keypoint_set.name!r} "
                        f"keypoint set has {self.keypoint_set.num_keypoints} joints")
+    self.train_ref = self.eval_ref = None
     if self.dataset is not None:
       if config.eval.boxes not in BOXES:
         raise ValueError(f"eval.boxes must be one of {BOXES}, got {config.eval.boxes!r}")
@@ -167,6 +168,7 @@ class TopDownTask(base.Task):
 
   def train_data(self, *, global_batch_size: int, process_index: int, process_count: int
                  ) -> base.TrainData:
+    self._require_dataset()
     table = self.instances(self.train_ref)
     iterator = pipeline.train_iterator(
         self.train_ref, table, self.spec, batch_size=global_batch_size // process_count,
@@ -176,6 +178,7 @@ class TopDownTask(base.Task):
 
   def eval_table(self) -> topdown.InstanceTable:
     """Instances to evaluate: ground-truth boxes, or person detections (``eval.boxes``)."""
+    self._require_dataset()
     config = self.config
     if config.eval.boxes == "gt":
       return self.instances(self.eval_ref)
