@@ -178,10 +178,11 @@ def mspn_coco_eval(boxes: str, *, batch_size: int = 64, detection_file: str = ""
   return cfg
 
 
-def mpii_eval(*, task: str = "heatmap", batch_size: int = 64) -> ml_collections.ConfigDict:
-  """PCKh@0.5 on MPII validation (``gt_valid.mat`` attached by the builder)."""
+def mpii_eval(*, batch_size: int = 64, shift_heatmap: bool = True, decode_kernel: int = 5
+              ) -> ml_collections.ConfigDict:
+  """PCKh@0.5 on MPII validation (``gt_valid.mat`` attached by the builder). HRNet shifts
+  the flipped heatmaps; MSPN does not and blurs with a 9x9 kernel (``shift_heatmap=False,
+  decode_kernel=9``)."""
   cfg = coco_eval("gt", batch_size=batch_size)
-  cfg.metric = "Mean"
-  if task == "mspn":
-    cfg.update(dict(shift_heatmap=False, decode_kernel=9))
+  cfg.update(dict(metric="Mean", shift_heatmap=shift_heatmap, decode_kernel=decode_kernel))
   return cfg

@@ -27,5 +27,5 @@ def get_config(arg: str | None = None):
       aug=common.hrnet_augment(scale_factor=0.25, rotation_factor=30, half_body_prob=0.0))
   config.optim = common.adam_multistep(lr=1e-3, milestones=(170, 200))
   config.train = common.train(128, 210, eval_every_epochs=10)
-  config.eval = common.mpii_eval(task="heatmap", batch_size=128)
+  config.eval = common.mpii_eval(batch_size=128)
   return config

@@ -30,5 +30,5 @@ def get_config(arg: str | None = None):
   config.optim = common.mspn_optim(batch, max_iter_8gpu=28800)
   config.train = common.train(batch, 0, eval_every_epochs=20,
                               total_steps=config.optim.total_steps)
-  config.eval = common.mpii_eval(task="mspn", batch_size=128)
+  config.eval = common.mpii_eval(batch_size=128, shift_heatmap=False, decode_kernel=9)
   return config

@@ -130,6 +130,40 @@ def test_parameter_groups_freeze_and_label():
     optim.make_partitioned_optimizer({"head": adam}, labels, 10)
 
 
+def test_a_stage_starts_from_the_previous_stages_training_checkpoint(tmp_path):
+  """``init.kind='checkpoint'`` with a training workdir (Pose3D-RIE's stages): weights
+  only, whatever optimizer the previous stage used."""
+  from configs import quickstart
+  from jaxpose import checkpoint as ckpt_lib, models
+  from jaxpose.train import weights
+  cfg = resnet.PoseResNetConfig.tiny(num_joints=17)
+  previous = models.build_model(cfg, seed=5)
+  _, _, params, batch_stats = state_lib.split_model(previous)
+  batch_stats = jax.tree_util.tree_map(lambda a: a + 0.5, batch_stats)
+  sgd = optax.sgd(0.1, momentum=0.9)  # not the optimizer of the next stage
+  state = state_lib.init_train_state(params, batch_stats, sgd, 0)
+  checkpointer = ckpt_lib.TrainCheckpointer(tmp_path / "stage1", async_save=False)
+  checkpointer.save(7, state, {}, {})
+  checkpointer.best.save(6, args=checkpointer._save_args(state, {}, {}), force=True)
+  checkpointer.wait()
+  checkpointer.close()
+  config = quickstart.get_config()
+  config.model = cfg.to_config()
+  config.init = ml_collections.ConfigDict(dict(kind="checkpoint", path=str(tmp_path / "stage1"),
+                                                pretrained_layers=("*",)))
+  assert ckpt_lib.training_checkpoint(tmp_path / "stage1") == (str(tmp_path / "stage1" / "best"), 6)
+  for path in (tmp_path / "stage1", tmp_path / "stage1" / "checkpoints" / "7"):
+    config.init.path = str(path)
+    loaded = weights.initial_model(config)
+    _, _, got_params, got_stats = state_lib.split_model(loaded)
+    for a, b in zip(jax.tree_util.tree_leaves((params, batch_stats)),
+                    jax.tree_util.tree_leaves((got_params, got_stats))):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  config.model = resnet.PoseResNetConfig.tiny(num_joints=16).to_config()
+  with pytest.raises(ValueError, match="does not match the model's variables"):
+    weights.initial_model(config)
+
+
 def test_multihost_helpers_on_one_process_pass_values_through():
   cols = {"a": np.arange(3.0), "b": np.zeros((3, 2), np.int64)}
   out = multihost.gather_rows(cols)

@@ -13,6 +13,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from jaxpose import checkpoint as ckpt_lib
 from jaxpose import convert
 from jaxpose import models
 
@@ -36,8 +37,9 @@ def initial_model(config: ml_collections.ConfigDict,
     partially (what fits; ``init.pretrained_layers`` as HRNet's ``PRETRAINED_LAYERS``),
     the rest freshly initialised -- as the originals start training. ``imagenet_transform``
     (the task's) renames the checkpoint's keys first (e.g. torchvision -> MSPN names).
-  * 'checkpoint': every weight from ``init.path`` (a ``jaxpose.convert`` directory or a
-    ``.pth`` of the same architecture).
+  * 'checkpoint': every weight from ``init.path`` (a jaxpose training workdir or
+    checkpoint, a ``jaxpose.convert`` directory or a ``.pth`` of the same architecture;
+    see ``load_weights``).
 
   Raises:
     ValueError: unknown ``init.kind``.
@@ -71,11 +73,24 @@ def initial_model(config: ml_collections.ConfigDict,
 
 
 def load_weights(path: str, cfg) -> nnx.Module:
-  """All weights of ``cfg``'s model from a converter directory or a ``.pth`` file.
+  """All weights of ``cfg``'s model from a jaxpose training checkpoint, a converter
+  directory or a ``.pth`` file.
+
+  A training checkpoint (``checkpoint.training_checkpoint``: a workdir -- its best
+  checkpoint, else its latest --, its ``best/`` or ``checkpoints/`` directory, or one step
+  directory) gives its parameters and BatchNorm statistics, whatever optimizer the run
+  used: how a training stage starts from the previous stage's best checkpoint
+  (``init.kind='checkpoint'``, ``init.path=<previous workdir>``).
 
   Raises:
     ValueError: the directory holds a different architecture than ``cfg``.
   """
+  found = ckpt_lib.training_checkpoint(path)
+  if found is not None:
+    model = models.build_model(cfg, seed=0)
+    ckpt_lib.restore_train_variables(*found, model)
+    logger.info("loaded the weights of step %d from %s", found[1], found[0])
+    return model
   if os.path.isdir(path):
     model, loaded = convert.load_converted(path, dtype=cfg.dtype)
     if loaded.replace(dtype=cfg.dtype) != cfg:
