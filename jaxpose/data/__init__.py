@@ -1,6 +1,7 @@
 """Data handling for jaxpose: pure numpy/OpenCV transforms and the input pipeline.
 
-* ``keypoints``: joint names, flip pairs and skeletons of the COCO and MPII layouts.
+* ``keypoints``: joint names, flip pairs and skeletons of the COCO and MPII layouts, bundled
+  as ``KeypointSet`` (``COCO``, ``MPII``); which dataset has which is in ``jaxpose.datasets``.
 * ``transforms``: crop geometry (the originals' ``get_affine_transform``), warping,
   box-to-crop conversion and horizontal flips of keypoints.
 * ``targets``: training targets (HRNet/SimpleBaseline Gaussians, MSPN blurred peaks),
@@ -9,7 +10,7 @@
 * ``topdown``: per-person instance tables and the training / evaluation sample of one
   instance.
 * ``pipeline``: grain over the TFDS ``array_record`` data (shuffling, workers,
-  checkpointable iterator state).
+  checkpointable iterator state, per-host evaluation batches).
 * ``coco_format``: reading, validating and rebuilding COCO keypoint annotations.
 * ``synthetic``: the procedural generator behind ``synthetic_people``.
 * ``builders``: ``build_dataset`` for the TFDS builders of ``data_builders/``.

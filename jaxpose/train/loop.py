@@ -53,11 +53,23 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def make_task(config: ml_collections.ConfigDict) -> base.Task:
-  """The run's task with its data prepared: process 0 prepares, the others wait."""
+  """The run's task with its data prepared: process 0 prepares, the others wait (and
+  raise too when it fails, instead of waiting forever)."""
   task = tasks_lib.make_task(config)
-  if jax.process_index() == 0:
+  if jax.process_count() == 1:
     task.prepare_data()
-  multihost.sync("data prepared")
+    return task
+  error = None
+  if jax.process_index() == 0:
+    try:
+      task.prepare_data()
+    except Exception as e:  # every process must reach the broadcast, then all raise
+      error = f"{type(e).__name__}: {e}"
+      multihost.broadcast_json(error)
+      raise
+  error = multihost.broadcast_json(error)
+  if error is not None:
+    raise RuntimeError(f"preparing the data failed on process 0: {error}")
   return task
 
 

@@ -99,8 +99,9 @@ class EvalContext:
       the evaluated weights, batch-sharded: ``inputs`` is this process's rows of one
       global batch (a pytree of numpy arrays, every process passing the same number of
       rows; the global row count must divide by the device count) and the result is this
-      process's rows of the outputs, numpy. Every process must call it the same number of
-      times with the same shapes.
+      process's rows of the outputs, numpy (every output leaf must have the batch as its
+      leading axis). Every process must call it the same number of times with the same
+      shapes; pad the last batch and drop the padding rows after decoding.
     predict_replicated: *collective*. The same function on inputs that every process
       holds whole (e.g. one complete sequence, of any length), computed without sharding
       the batch; every process gets the whole output. Each new input shape compiles once.

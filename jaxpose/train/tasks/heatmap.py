@@ -4,9 +4,9 @@
 
 * ``loss``: ``JointsMSELoss`` with target weights (``loss.use_target_weight``) or its
   online-hard-keypoint-mining variant (``loss.ohkm``, ``loss.topk``) on ``heatmaps``;
-* ``predict``: normalise the uint8 crops, run the model, and with ``eval.flip_test``
-  average with the flipped crops' maps flipped back (joint pairs swapped; shifted one
-  pixel right when ``eval.shift_heatmap``, as HRNet does);
+* ``flip_average`` (the flip test of ``TopDownTask.predict``, ``eval.flip_test``): the
+  flipped crops' maps flipped back, joint pairs swapped, shifted one pixel right when
+  ``eval.shift_heatmap`` (as HRNet does), averaged with the crops' maps;
 * ``decode``: ``get_final_preds`` (argmax + quarter-pixel offset with
   ``eval.post_process``) back to image pixels.
 """
@@ -20,7 +20,6 @@ from flax import nnx
 
 from jaxpose.codecs import heatmap as heatmap_codec
 from jaxpose.losses import heatmap as heatmap_losses
-from jaxpose.train import state as state_lib
 from jaxpose.train.tasks import base, topdown
 
 
@@ -32,7 +31,7 @@ class HeatmapTask(topdown.TopDownTask):
     """Batch: ``image`` uint8 ``[B, h, w, 3]``, ``target`` ``[B, hh, hw, K]``,
     ``target_weight`` ``[B, K]``."""
     del hparams
-    outputs = state_lib.call_model(model, self.preprocess(batch["image"]), rng)
+    outputs = self.train_outputs(model, batch, rng)
     options = self.config.get("loss", {})
     weight = batch["target_weight"] if options.get("use_target_weight", True) else None
     if options.get("ohkm", False):
@@ -42,13 +41,8 @@ class HeatmapTask(topdown.TopDownTask):
       loss = heatmap_losses.joints_mse_loss(outputs["heatmaps"], batch["target"], weight)
     return loss, {}
 
-  def predict(self, model: nnx.Module, inputs: jax.Array) -> jax.Array:
-    """uint8 crops ``[B, h, w, 3]`` -> test heatmaps ``[B, hh, hw, K]``."""
-    images = self.preprocess(inputs)
-    heatmaps = model(images)["heatmaps"]
-    if not self.config.eval.flip_test:
-      return heatmaps
-    flipped = model(images[:, :, ::-1])["heatmaps"]
+  def flip_average(self, heatmaps: jax.Array, flipped: jax.Array) -> jax.Array:
+    """Flipped maps flipped back, pairs swapped, shifted one pixel (``eval.shift_heatmap``)."""
     return heatmap_codec.flip_test_average_jax(heatmaps, flipped, self.flip_pairs,
                                                self.config.eval.shift_heatmap)
 

@@ -6,7 +6,7 @@
   MSPN's encoder names first (``convert.mspn.torchvision_resnet_to_mspn``);
 * ``loss``: ``mspn_loss`` over every stage's units against the coarse-to-fine targets
   (``loss.ohkm``, ``loss.topk``, ``loss.coarse_to_fine``);
-* ``predict``: flip test without the one-pixel shift;
+* ``flip_average``: the flip test without the one-pixel shift;
 * ``decode``: MSPN's blur (``eval.decode_kernel``) and quarter step toward the second
   maximum (``eval.shift_ratios``).
 
@@ -22,7 +22,7 @@ from flax import nnx
 
 from jaxpose.codecs import mspn as mspn_codec
 from jaxpose.losses import heatmap as heatmap_losses
-from jaxpose.train import state as state_lib, weights
+from jaxpose.train import weights
 from jaxpose.train.tasks import base, topdown
 
 
@@ -46,19 +46,14 @@ class MSPNTask(topdown.TopDownTask):
     """Batch: ``image`` uint8 ``[B, h, w, 3]``, ``labels`` ``[B, L, hh, hw, K]``,
     ``valid`` ``[B, K]``."""
     del hparams
-    outputs = state_lib.call_model(model, self.preprocess(batch["image"]), rng)
+    outputs = self.train_outputs(model, batch, rng)
     options = self.config.get("loss", {})
     return heatmap_losses.mspn_loss(outputs["stages"], batch["labels"], batch["valid"],
                                     ohkm=options.get("ohkm", True), topk=options.get("topk", 8),
                                     coarse_to_fine=options.get("coarse_to_fine", True))
 
-  def predict(self, model: nnx.Module, inputs: jax.Array) -> jax.Array:
-    """uint8 crops ``[B, h, w, 3]`` -> test heatmaps ``[B, hh, hw, K]``."""
-    images = self.preprocess(inputs)
-    heatmaps = model(images)["heatmaps"]
-    if not self.config.eval.flip_test:
-      return heatmaps
-    flipped = model(images[:, :, ::-1])["heatmaps"]
+  def flip_average(self, heatmaps: jax.Array, flipped: jax.Array) -> jax.Array:
+    """Flipped maps flipped back and pairs swapped, without a shift."""
     return mspn_codec.flip_test_average_jax(heatmaps, flipped, self.flip_pairs)
 
   def decode(self, heatmaps: np.ndarray, center: np.ndarray, scale: np.ndarray

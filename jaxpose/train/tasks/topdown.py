@@ -3,8 +3,7 @@
 ``TopDownTask`` implements the data, evaluation and summary parts of ``base.Task`` for
 methods that train on one augmented person crop per sample (``jaxpose.data.topdown``) and
 are scored on a COCO-format or MPII split with the dataset's evaluator
-(``jaxpose.datasets``). A method subclasses it with its loss, its test-time ``predict``
-(flip test) and its ``decode``: ``heatmap.HeatmapTask`` (HRNet, SimpleBaseline) and
+(``jaxpose.datasets``). A method subclasses it with its loss, its flip test and its ``decode``: ``heatmap.HeatmapTask`` (HRNet, SimpleBaseline) and
 ``mspn.MSPNTask``.
 
 Config fields read: ``data.{dataset, builder_config, data_dir, manual_dir, train_split,
@@ -29,13 +28,14 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from flax import nnx
 from tqdm import tqdm
 
 from jaxpose import datasets
 from jaxpose.data import augment, pipeline, topdown
 from jaxpose.data import keypoints as kp
 from jaxpose.evaluation import coco as coco_eval
-from jaxpose.train import summary
+from jaxpose.train import state as state_lib, summary
 from jaxpose.train.tasks import base
 
 logger = logging.getLogger(__name__)
@@ -97,9 +97,10 @@ def _dataset_of(config: ml_collections.ConfigDict) -> datasets.Dataset:
 class TopDownTask(base.Task):
   """Data, evaluation and summaries of the top-down 2D methods (see the module docstring).
 
-  Subclasses define ``loss``, ``predict`` (uint8 crops ``[B, h, w, 3]`` -> test heatmaps
-  ``[B, hh, hw, K]``) and ``decode``; ``summary_score_scale`` is the heatmap value of a
-  confident peak (1 for Gaussian targets, 255 for MSPN's).
+  Subclasses define ``loss`` (with ``train_outputs``), ``flip_average`` (the flip test of
+  ``predict``: uint8 crops ``[B, h, w, 3]`` -> test heatmaps ``[B, hh, hw, K]``) and
+  ``decode``; ``summary_score_scale`` is the heatmap value of a confident peak (1 for
+  Gaussian targets, 255 for MSPN's).
   """
   summary_score_scale: float = 1.0
 
@@ -191,6 +192,25 @@ class TopDownTask(base.Task):
     if missing:
       logger.warning("%d detections are on images missing from %s", missing, self.eval_ref)
     return table
+
+  # -- model calls (traced) ---------------------------------------------------------------
+
+  def train_outputs(self, model: nnx.Module, batch: base.Batch, rng: jax.Array) -> dict:
+    """The training-mode model's outputs for the batch's uint8 ``image`` crops."""
+    return state_lib.call_model(model, self.preprocess(batch["image"]), rng)
+
+  def predict(self, model: nnx.Module, inputs: jax.Array) -> jax.Array:
+    """uint8 crops ``[B, h, w, 3]`` -> test heatmaps ``[B, hh, hw, K]`` (with
+    ``eval.flip_test``: averaged with the flipped crops' maps, ``flip_average``)."""
+    images = self.preprocess(inputs)
+    heatmaps = model(images)["heatmaps"]
+    if not self.config.eval.flip_test:
+      return heatmaps
+    return self.flip_average(heatmaps, model(images[:, :, ::-1])["heatmaps"])
+
+  def flip_average(self, heatmaps: jax.Array, flipped: jax.Array) -> jax.Array:
+    """The method's flip test: maps of the crops and of the flipped crops -> test maps."""
+    raise NotImplementedError
 
   # -- evaluation -------------------------------------------------------------------------
 
