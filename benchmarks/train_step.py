@@ -19,7 +19,8 @@ import jax
 import numpy as np
 
 from benchmarks import _timing
-from jaxpose.train import loop, optim, state as state_lib, topdown as tasks
+from jaxpose import datasets
+from jaxpose.train import optim, state as state_lib, tasks
 
 CONFIGS = ("quickstart", "hrnet_coco", "hrnet_coco:w=48", "hrnet_coco:size=384x288",
            "simplebaseline_coco", "simplebaseline_coco:depth=152", "mspn_coco",
@@ -36,7 +37,7 @@ def random_batch(config, batch: int) -> dict[str, np.ndarray]:
   rs = np.random.RandomState(0)
   h, w = config.data.input_size
   hh, hw = config.data.heatmap_size
-  k = len(loop.KEYPOINT_SETS[config.data.keypoints]["names"])
+  k = datasets.dataset(config.data.dataset).keypoints.num_keypoints
   images = rs.randint(0, 255, (batch, h, w, 3)).astype(np.uint8)
   if config.task == "mspn":
     labels = rs.rand(batch, len(config.data.mspn_kernels), hh, hw, k).astype(np.float32) * 255
@@ -53,13 +54,14 @@ def benchmark(spec: str, dtype: str, batch_per_device: int, repeats: int) -> dic
   config.init.kind = "scratch"
   mesh = state_lib.make_mesh()
   batch = batch_per_device * jax.device_count()
-  task = tasks.make_task(config, loop.KEYPOINT_SETS[config.data.keypoints]["flip_pairs"])
-  model = loop.initial_model(config)
+  config.eval.boxes = "gt"  # the task checks a detection file it would need
+  task = tasks.make_task(config)
+  model = task.init_model()
   train_def, _, params, batch_stats = state_lib.split_model(model)
   tx, _ = optim.make_optimizer(config.optim, 1000)
   train_state = jax.device_put(state_lib.init_train_state(params, batch_stats, tx, 0),
                                state_lib.replicated(mesh))
-  step = state_lib.make_train_step(train_def, task.loss, tx, task.preprocess)
+  step = state_lib.make_train_step(train_def, task.loss, tx)
   data = state_lib.global_batch(random_batch(config, batch), mesh)
   jitted = jax.jit(step, in_shardings=(state_lib.replicated(mesh), state_lib.batch_sharding(mesh)),
                    out_shardings=(state_lib.replicated(mesh), state_lib.replicated(mesh)))

@@ -148,3 +148,63 @@ class TrainCheckpointer:
   def close(self) -> None:
     self.latest.close()
     self.best.close()
+
+
+def training_checkpoint(path: str | os.PathLike) -> tuple[str, int] | None:
+  """``(manager directory, step)`` when ``path`` is a ``TrainCheckpointer`` checkpoint.
+
+  ``path`` may be a training workdir (its best checkpoint, else its latest), its
+  ``best/`` or ``checkpoints/`` directory (the latest step there) or one step directory
+  (``.../checkpoints/1200``). Returns None for anything else.
+  """
+  path = os.path.abspath(os.fspath(path))
+  steps = lambda d: sorted(int(n) for n in os.listdir(d)
+                           if n.isdigit() and os.path.isdir(os.path.join(d, n, "state")))
+  for sub in ("best", "checkpoints"):
+    directory = os.path.join(path, sub)
+    if os.path.isdir(directory) and steps(directory):
+      return directory, steps(directory)[-1]
+  if os.path.isdir(path) and steps(path):
+    return path, steps(path)[-1]
+  if os.path.basename(path).isdigit() and os.path.isdir(os.path.join(path, "state")):
+    return os.path.dirname(path), int(os.path.basename(path))
+  return None
+
+
+def restore_train_variables(directory: str | os.PathLike, step: int, model: nnx.Module) -> None:
+  """Writes the parameters and BatchNorm statistics of a ``TrainCheckpointer`` checkpoint
+  into ``model`` (in place); the optimizer state, step and RNG of the run are not read, so
+  the checkpoint may come from a run with another optimizer (e.g. an earlier training
+  stage). Every process calls it.
+
+  Raises:
+    ValueError: the checkpoint's variables do not fit the model.
+  """
+  directory = os.path.abspath(os.fspath(directory))
+  current = model_variables(model)
+  target = jax.tree_util.tree_map(
+      lambda a: jax.ShapeDtypeStruct(np.shape(a), a.dtype,
+                                     sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0])),
+      current)
+  with ocp.PyTreeCheckpointer() as reader:
+    saved = reader.metadata(os.path.join(directory, str(step), "state")).item_metadata.tree
+  name = lambda path: "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+  shapes = lambda tree: {name(p): tuple(v.shape) if hasattr(v, "shape") else np.shape(v)
+                         for p, v in jax.tree_util.tree_leaves_with_path(tree)}
+  want = shapes(current)
+  have = shapes({kind: saved.get(kind, {}) for kind in current})
+  problems = ([f"missing {k}" for k in sorted(set(want) - set(have))]
+              + [f"unexpected {k}" for k in sorted(set(have) - set(want))]
+              + [f"{k} is {have[k]}, the model's {want[k]}" for k in sorted(set(want) & set(have))
+                 if have[k] != want[k]])
+  if problems:
+    raise ValueError(f"{directory}/{step}: the training checkpoint does not match the model's "
+                     f"variables ({len(problems)} differences): {'; '.join(problems[:10])}")
+  manager = ocp.CheckpointManager(directory, item_names=TrainCheckpointer.ITEMS)
+  try:
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+        partial_restore=True)))["state"]
+  finally:
+    manager.close()
+  set_model_variables(model, restored)

@@ -18,10 +18,10 @@ import pytest
 from flax import nnx
 
 from configs import quickstart
-from jaxpose import convert, models
+from jaxpose import convert, datasets, models
 from jaxpose.data import pipeline
 from jaxpose.models import resnet
-from jaxpose.train import loop, optim, state as state_lib
+from jaxpose.train import loop, optim, state as state_lib, tasks, weights
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_FILES = sorted(p.stem for p in (REPO / "configs").glob("*.py")
@@ -107,7 +107,8 @@ def _tiny_step(loss_scale=1.0):
   train_def, _, params, batch_stats = state_lib.split_model(models.build_model(cfg, seed=0))
   tx, _ = optim.make_optimizer(ml_collections.ConfigDict(dict(name="adam", lr=1e-3)), 1)
 
-  def loss_fn(outputs, batch):
+  def loss_fn(model, batch, rng, hparams):
+    outputs = model(batch["image"])
     loss = jnp.mean((outputs["heatmaps"] - batch["target"]) ** 2) * batch["scale"][0]
     return loss, {"mean_heatmap": jnp.mean(outputs["heatmaps"])}
 
@@ -152,7 +153,8 @@ SHARDED_SCRIPT = textwrap.dedent("""
     tdef, _, params, bs = S.split_model(models.build_model(cfg, seed=0))
     f64 = lambda t: jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), t)
     tx, _ = optim.make_optimizer(ml_collections.ConfigDict(dict(name="adam", lr=1e-3)), 10)
-    loss_fn = lambda out, b: (joints_mse_loss(out["heatmaps"], b["target"], b["target_weight"]), {})
+    loss_fn = lambda model, b, rng, hp: (
+        joints_mse_loss(model(b["image"])["heatmaps"], b["target"], b["target_weight"]), {})
     step = S.make_train_step(tdef, loss_fn, tx)
     rs = np.random.RandomState(0)
     batch = {"image": rs.randn(16, 64, 64, 3), "target": rs.rand(16, 16, 16, 4),
@@ -194,15 +196,16 @@ def test_every_config_is_complete(name):
   """Model, data spec, task and optimizer of each config build (shapes only, no compile)."""
   config = _config(name)
   assert config.task in ("heatmap", "mspn")
-  cfg = loop.model_config(config)
+  cfg = weights.model_config(config)
   graphdef, state = nnx.split(models.abstract_model(cfg))
-  spec = loop.sample_spec(config)
+  keypoint_set = datasets.dataset(config.data.dataset).keypoints
+  task = tasks.task_class(config.task).from_config(config, keypoint_set=keypoint_set)
+  spec = task.spec
   h, w = spec.input_size
   out = jax.eval_shape(lambda s, x: nnx.merge(graphdef, s)(x), state,
                        jax.ShapeDtypeStruct((2, h, w, 3), jnp.float32))
   assert out["heatmaps"].shape[1:3] == tuple(config.data.heatmap_size)
-  assert out["heatmaps"].shape[-1] == len(loop.KEYPOINT_SETS[config.data.keypoints]["names"])
-  loop.tasks.make_task(config, spec.flip_pairs)
+  assert out["heatmaps"].shape[-1] == len(keypoint_set.names)
   optim.make_optimizer(config.optim, 100)
   assert (module_doc := importlib.import_module(f"configs.{name}").__doc__)
   assert "launch.py --config=configs/" in module_doc
@@ -230,13 +233,13 @@ def test_every_config_runs_one_train_step(name):
   if config.model.name == "mspn":
     config.model.output_shape = (16, 16)
   mesh = state_lib.make_mesh()
-  task = loop.tasks.make_task(config, loop.sample_spec(config).flip_pairs)
-  train_def, _, params, batch_stats = state_lib.split_model(loop.initial_model(config))
+  task = tasks.task_class(config.task).from_config(
+      config, keypoint_set=datasets.dataset(config.data.dataset).keypoints)
+  train_def, _, params, batch_stats = state_lib.split_model(task.init_model())
   tx, _ = optim.make_optimizer(config.optim, 10)
   state = jax.device_put(state_lib.init_train_state(params, batch_stats, tx, 0),
                          state_lib.replicated(mesh))
-  step = state_lib.jit_train_step(
-      state_lib.make_train_step(train_def, task.loss, tx, task.preprocess), mesh)
+  step = state_lib.jit_train_step(state_lib.make_train_step(train_def, task.loss, tx), mesh)
   batch = state_lib.global_batch(bench.random_batch(config, 2), mesh)
   state, metrics = step(state, batch)
   assert int(state.step) == 1 and np.isfinite(float(metrics["loss"]))
@@ -330,7 +333,7 @@ class _Recorder:
 
 
 def _final_state(workdir: Path, config):
-  model = models.build_model(loop.model_config(config))
+  model = models.build_model(weights.model_config(config))
   _, _, params, batch_stats = state_lib.split_model(model)
   tx, _ = optim.make_optimizer(config.optim, 1)
   target = state_lib.init_train_state(params, batch_stats, tx, 0)

@@ -12,9 +12,13 @@ SimpleBaseline and MSPN code) store them. "Left" and "right" are the person's ow
   32 -> 17 reduction (``h36m_reduced_skeleton``).
 * ``COCO_JOINTS_WEIGHT``: HRNet's per-joint loss weights (``LOSS.USE_DIFFERENT_JOINTS_WEIGHT``),
   float32 ``[17, 1]``.
+* ``KeypointSet``: one layout bundled (names, flip pairs, body halves, skeleton, joint
+  weights); ``COCO`` and ``MPII`` are the two 2D ones. ``jaxpose.datasets`` says which
+  dataset uses which.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
@@ -237,3 +241,55 @@ def flip_permutation(num_joints: int, flip_pairs: Sequence[Sequence[int]]) -> np
     seen.update((a, b))
     perm[a], perm[b] = b, a
   return perm
+
+
+@dataclasses.dataclass(frozen=True)
+class KeypointSet:
+  """A keypoint layout: everything the pipeline, the flip test and the summaries need.
+
+  Attributes:
+    name: short name of the layout ('coco', 'mpii', ...).
+    names: joint names in stored order; ``len(names)`` is ``K``.
+    flip_pairs: 0-based ``(left, right)`` pairs that swap under a horizontal flip.
+    upper_body_ids / lower_body_ids: the half-body augmentation's split.
+    skeleton: limbs as 0-based joint index pairs (drawing).
+    joints_weight: optional ``K`` per-joint loss weights (HRNet's
+      ``USE_DIFFERENT_JOINTS_WEIGHT``); None when the layout has none.
+  """
+  name: str
+  names: tuple[str, ...]
+  flip_pairs: tuple[tuple[int, int], ...]
+  upper_body_ids: tuple[int, ...]
+  lower_body_ids: tuple[int, ...]
+  skeleton: tuple[tuple[int, int], ...]
+  joints_weight: tuple[float, ...] | None = None
+
+  def __post_init__(self):
+    flip_permutation(len(self.names), self.flip_pairs)  # validates the pairs
+    k = len(self.names)
+    for what, ids in (("upper_body_ids", self.upper_body_ids),
+                      ("lower_body_ids", self.lower_body_ids),
+                      ("skeleton", [j for limb in self.skeleton for j in limb])):
+      if any(not 0 <= int(j) < k for j in ids):
+        raise ValueError(f"keypoint set {self.name!r}: {what} outside [0, {k})")
+    if self.joints_weight is not None and len(self.joints_weight) != k:
+      raise ValueError(f"keypoint set {self.name!r}: {len(self.joints_weight)} joint "
+                       f"weights for {k} joints")
+
+  @property
+  def num_keypoints(self) -> int:
+    return len(self.names)
+
+
+COCO = KeypointSet(
+    name="coco", names=COCO_KEYPOINT_NAMES, flip_pairs=COCO_FLIP_PAIRS,
+    upper_body_ids=COCO_UPPER_BODY_IDS, lower_body_ids=COCO_LOWER_BODY_IDS,
+    skeleton=COCO_SKELETON, joints_weight=tuple(float(w) for w in COCO_JOINTS_WEIGHT[:, 0]))
+MPII = KeypointSet(
+    name="mpii", names=MPII_JOINT_NAMES, flip_pairs=MPII_FLIP_PAIRS,
+    upper_body_ids=MPII_UPPER_BODY_IDS, lower_body_ids=MPII_LOWER_BODY_IDS,
+    skeleton=MPII_SKELETON)
+H36M = KeypointSet(
+    name="h36m", names=H36M_JOINT_NAMES, flip_pairs=H36M_FLIP_PAIRS,
+    upper_body_ids=tuple(range(7, 17)), lower_body_ids=tuple(range(0, 7)),
+    skeleton=H36M_SKELETON)

@@ -15,12 +15,23 @@ Config fields (``config.optim``): ``name`` ('adam' | 'sgd' | 'adamw'), ``lr``,
 ('multistep' with ``milestones`` (epochs) and ``factor``; 'warmup_linear' with
 ``warmup_steps`` (or ``warmup_epochs``), ``warmup_factor`` and ``total_steps`` (or
 ``total_epochs``); 'constant').
+
+Parameter groups (frozen parts, per-group learning rates; e.g. Pose3D-RIE's stages):
+``param_labels(model, {label: nnx filter}, default)`` labels every parameter and
+``make_partitioned_optimizer({label: optim config or None}, labels, steps_per_epoch)``
+builds one ``optax.multi_transform`` (None = frozen). A task returns it from
+``Task.optimizer``.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
+import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
+from flax import nnx
 
 
 def make_schedule(optim: ml_collections.ConfigDict, steps_per_epoch: int) -> optax.Schedule:
@@ -71,3 +82,58 @@ def make_optimizer(optim: ml_collections.ConfigDict, steps_per_epoch: int
                         nesterov=bool(optim.get("nesterov", False)))]
     return optax.chain(*parts), schedule
   raise ValueError(f"unknown optim.name {name!r}; valid: adam, adamw, sgd")
+
+
+def _path_names(path) -> tuple:
+  return tuple(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k))) for k in path)
+
+
+def param_labels(model: nnx.Module, groups: Mapping[str, Any], default: str) -> Any:
+  """A label per parameter, the pytree structure of the train state's ``params``.
+
+  Args:
+    model: the model (its ``nnx.Param`` variables are labelled).
+    groups: label -> NNX filter (e.g. ``lifters.rie_trainable(2)``,
+      ``nnx.PathContains('final_layer')``); a parameter may match one group only.
+    default: the label of parameters no group matches.
+
+  Raises:
+    ValueError: a parameter matches two groups, or a group matches no parameter.
+  """
+  owner: dict[tuple, str] = {}
+  for label, filt in groups.items():
+    paths = [tuple(p) for p, _ in nnx.to_flat_state(nnx.state(model, nnx.All(nnx.Param, filt)))]
+    if not paths:
+      raise ValueError(f"parameter group {label!r} matches no parameter")
+    for path in paths:
+      if path in owner:
+        raise ValueError(f"parameter {'/'.join(map(str, path))} is in groups "
+                         f"{owner[path]!r} and {label!r}")
+      owner[path] = label
+  params = nnx.as_pure(nnx.state(model, nnx.Param))
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: owner.get(_path_names(path), default), params)
+
+
+def make_partitioned_optimizer(groups: Mapping[str, ml_collections.ConfigDict | None],
+                               labels: Any, steps_per_epoch: int,
+                               ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """One optimizer per parameter group (``param_labels``); None freezes a group.
+
+  Returns:
+    The ``optax.multi_transform`` and the schedule of the first trained group (logged as
+    ``train/lr``).
+  """
+  used = set(jax.tree_util.tree_leaves(labels))
+  missing = sorted(used - set(groups))
+  if missing:
+    raise ValueError(f"parameter groups {missing} have no optimizer; given: {sorted(groups)}")
+  transforms, schedule = {}, None
+  for label, optim_config in groups.items():
+    if optim_config is None:
+      transforms[label] = optax.set_to_zero()
+      continue
+    transforms[label], group_schedule = make_optimizer(optim_config, steps_per_epoch)
+    schedule = schedule or group_schedule
+  return (optax.multi_transform(transforms, labels),
+          schedule or optax.constant_schedule(0.0))

@@ -1,0 +1,39 @@
+"""Training methods: one task object per method, named by ``config.task``.
+
+``TASKS`` is the one explicit table from ``config.task`` to the task class;
+``make_task(config)`` builds the run's task. The interface every task implements, with
+each method's contract, is ``base.Task``; ``topdown.TopDownTask`` is what the top-down 2D
+methods share.
+
+| ``config.task`` | class | methods |
+|---|---|---|
+| ``'heatmap'`` | ``heatmap.HeatmapTask`` | HRNet, SimpleBaseline |
+| ``'mspn'`` | ``mspn.MSPNTask`` | MSPN |
+
+A new method: a file here with a ``base.Task`` subclass and one entry in ``TASKS``.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+from jaxpose.train.tasks import base
+from jaxpose.train.tasks.heatmap import HeatmapTask
+from jaxpose.train.tasks.mspn import MSPNTask
+
+TASKS: dict[str, type[base.Task]] = {
+    "heatmap": HeatmapTask,
+    "mspn": MSPNTask,
+}
+
+
+def task_class(name: str) -> type[base.Task]:
+  """The class of ``config.task`` ``name``; ``ValueError`` listing the valid names."""
+  try:
+    return TASKS[name]
+  except KeyError:
+    raise ValueError(f"unknown task {name!r}; valid: {sorted(TASKS)}") from None
+
+
+def make_task(config: ml_collections.ConfigDict) -> base.Task:
+  """The task of a run (``config.task``), validated against its config."""
+  return task_class(config.task).from_config(config)
