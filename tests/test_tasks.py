@@ -43,9 +43,16 @@ def test_dataset_table_gives_keypoints_readers_and_evaluators():
   assert (coco.evaluator.default_metric, coco.evaluator.mode) == ("AP", "max")
   assert (mpii.evaluator.default_metric, mpii.evaluator.mode) == ("Mean", "max")
   assert kp.COCO.joints_weight[9] == pytest.approx(1.5) and kp.MPII.joints_weight is None
-  with pytest.raises(ValueError, match="unknown dataset 'coco'; valid: coco_keypoints, mpii, "
-                                       "synthetic_people"):
+  with pytest.raises(ValueError, match="unknown dataset 'coco'; valid: coco_keypoints, "
+                                       "h36m_poses, mpii, synthetic_mocap, synthetic_people"):
     datasets.dataset("coco")
+
+
+def test_3d_pose_datasets_use_the_h36m_keypoint_set():
+  for name in ("h36m_poses", "synthetic_mocap"):
+    entry = datasets.dataset(name)
+    assert entry.keypoints is kp.H36M and entry.keypoints.num_keypoints == 17
+    assert entry.person_instances is None
 
 
 def test_every_builder_has_a_table_entry():
