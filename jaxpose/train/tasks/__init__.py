@@ -3,12 +3,14 @@
 ``TASKS`` is the one explicit table from ``config.task`` to the task class;
 ``make_task(config)`` builds the run's task. The interface every task implements, with
 each method's contract, is ``base.Task``; ``topdown.TopDownTask`` is what the top-down 2D
-methods share.
+methods share, ``image3d.Image3DTask`` what the image-based 3D ones share.
 
 | ``config.task`` | class | methods |
 |---|---|---|
 | ``'heatmap'`` | ``heatmap.HeatmapTask`` | HRNet, SimpleBaseline |
 | ``'mspn'`` | ``mspn.MSPNTask`` | MSPN |
+| ``'integral'`` | ``integral.IntegralTask`` | integral regression (image-based 3D) |
+| ``'hg3d'`` | ``hg3d.HG3DTask`` | pytorch-pose-hg-3d (weakly-supervised 3D) |
 
 A new method: a file here with a ``base.Task`` subclass and one entry in ``TASKS``.
 """
@@ -18,11 +20,15 @@ import ml_collections
 
 from jaxpose.train.tasks import base
 from jaxpose.train.tasks.heatmap import HeatmapTask
+from jaxpose.train.tasks.hg3d import HG3DTask
+from jaxpose.train.tasks.integral import IntegralTask
 from jaxpose.train.tasks.mspn import MSPNTask
 
 TASKS: dict[str, type[base.Task]] = {
     "heatmap": HeatmapTask,
     "mspn": MSPNTask,
+    "integral": IntegralTask,
+    "hg3d": HG3DTask,
 }
 
 
