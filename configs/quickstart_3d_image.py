@@ -22,7 +22,7 @@ from jaxpose.models import integral
 
 
 def get_config(arg: str | None = None):
-  args = common.parse_arg(arg, epochs=6, batch=32, lr=1e-3, width=64, trunk=32, size=96,
+  args = common.parse_arg(arg, epochs=6, batch=16, lr=1e-3, width=64, trunk=16, size=96,
                           builder="default", workers=0)
   config = common.ml_collections.ConfigDict()
   config.model = integral.IntegralConfig(
@@ -34,7 +34,9 @@ def get_config(arg: str | None = None):
   sources = {"people3d": common.image3d_set("synthetic_people3d", "train",
                                             builder_config=args.builder)}
   config.data = common.image3d_data(sources, ("people3d",), f"{args.size}x{args.size}",
-                                    color="rgb", aug=common.integral_augment(),
+                                    color="rgb",
+                                    aug=common.integral_augment(scale_factor=0.15,
+                                                                rotation_factor=15.0),
                                     num_workers=args.workers)
   config.loss = common.ml_collections.ConfigDict(dict(type="L1"))
   config.optim = common.adam_warmup_linear(args.lr, warmup_epochs=0.25, total_epochs=args.epochs)

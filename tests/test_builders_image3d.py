@@ -96,7 +96,8 @@ def test_eccv18_layout_with_a_corrupt_image(tmp_path):
 def test_hm36_layout_reads_cameras_subjects_and_actions(tmp_path):
   manual = tmp_path / "manual"
   fl, c_p = np.array([1145.0, 1144.0]), np.array([512.0, 515.0])
-  sets = {"train": ("s_01_act_14_subact_02_ca_03", 200), "validmin": ("s_09_act_02_subact_01_ca_01", 10)}
+  sets = {"train": ("s_01_act_14_subact_02_ca_03", 200),
+          "validmin": ("s_09_act_02_subact_01_ca_01", 10)}
   dbs = {}
   for set_name, (folder, sample) in sets.items():
     db = []
@@ -105,7 +106,8 @@ def test_hm36_layout_reads_cameras_subjects_and_actions(tmp_path):
       _jpeg(manual / "images" / folder / name)
       cam = RS.uniform(-600, 600, (18, 3)) + [0, 0, 4500]
       db.append({"image": f"/data/hm36/images/{folder}/{name}", "joints_3d_cam": cam,
-                 "pelvis": cam[0], "fl": fl, "c_p": c_p, "joints_3d": np.c_[cam[:, :2], cam[:, 2] - cam[0, 2]],
+                 "pelvis": cam[0], "fl": fl, "c_p": c_p,
+                 "joints_3d": np.c_[cam[:, :2], cam[:, 2] - cam[0, 2]],
                  "joints_3d_vis": np.ones((18, 3)), "center_x": 16.0, "center_y": 20.0,
                  "width": 500.0, "height": 500.0, "bone_len": 1.0})
     path = (manual / f"HM36_{set_name}_cache"
@@ -126,7 +128,8 @@ def test_hm36_layout_reads_cameras_subjects_and_actions(tmp_path):
   np.testing.assert_allclose(ex["camera"]["root_position"], cam[0] / 1000.0)
   np.testing.assert_array_equal(ex["camera"]["focal_length"], fl)
   val = _read(builder, "validation")
-  assert {e["action"] for e in val} == {b"Directions"} and {int(e["subject_id"]) for e in val} == {9}
+  assert {e["action"] for e in val} == {b"Directions"}
+  assert {int(e["subject_id"]) for e in val} == {9}
 
 
 class _Hostile:
@@ -197,8 +200,8 @@ def test_synthetic_people3d_labels_are_consistent_projections(tmp_path):
   points = ex["positions_3d"] + root
   pixels = render3d.project(points, cam["focal_length"], cam["center"])
   np.testing.assert_allclose(ex["keypoints_2d"], pixels, rtol=1e-9)
-  np.testing.assert_allclose(ex["depth"], ex["positions_3d"][:, 2] * cam["focal_length"][0] / root[2],
-                             rtol=1e-9, atol=1e-9)
+  depth = ex["positions_3d"][:, 2] * cam["focal_length"][0] / root[2]
+  np.testing.assert_allclose(ex["depth"], depth, rtol=1e-9, atol=1e-9)
   center, size = render3d.crop_box(root, cam["focal_length"], cam["center"], 2.0)
   np.testing.assert_allclose(ex["box"]["center"], center)
   np.testing.assert_allclose(size[0], 2.0 * cam["focal_length"][0] / root[2])

@@ -272,8 +272,9 @@ def test_mixture_holds_the_ratio_in_every_batch_and_resumes():
   for _ in range(3):
     both = [next(h) for h in hosts]
     whole = next(one)
-    assert sorted(zip(*(np.concatenate([b[k] for b in both]).tolist() for k in ("tag", "i", "draw")))
-                  ) == sorted(zip(*(whole[k].tolist() for k in ("tag", "i", "draw"))))
+    keys = ("tag", "i", "draw")
+    together = zip(*(np.concatenate([b[k] for b in both]).tolist() for k in keys))
+    assert sorted(together) == sorted(zip(*(whole[k].tolist() for k in keys)))
   with pytest.raises(ValueError, match="does not divide by the mixture period"):
     mixing.mixed_train_iterator(parts, batch_size=6, seed=0)
   with pytest.raises(ValueError, match="positive integers"):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from configs import hg3d_h36m, integral_h36m, quickstart_3d_image
+from configs import common, hg3d_h36m, integral_h36m, quickstart_3d_image
 from jaxpose import convert, models
 from jaxpose.data import builders, pipeline
 from jaxpose.data import keypoints as kp
@@ -24,6 +24,10 @@ REPO = Path(__file__).resolve().parents[1]
 IMAGE3D_CONFIGS = ("quickstart_3d_image", "integral_h36m", "integral_h36m:challenge",
                    "integral_h36m:layout=eccv18", "hg3d_h36m:stage=1", "hg3d_h36m:stage=2",
                    "hg3d_h36m:stage=3")
+# One train step each (slow): every config file, both crop-box rules, with and without
+# the depth head (the other variants differ only in numbers the checks above cover).
+TRAIN_STEP_CONFIGS = ("quickstart_3d_image", "integral_h36m", "integral_h36m:challenge",
+                      "hg3d_h36m:stage=1", "hg3d_h36m:stage=3")
 
 
 def _config(spec: str):
@@ -128,7 +132,7 @@ def test_mixed_hg3d_batches_supervise_depth_of_3d_rows_only(data):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("spec", IMAGE3D_CONFIGS)
+@pytest.mark.parametrize("spec", TRAIN_STEP_CONFIGS)
 def test_every_image3d_config_runs_one_train_step(spec, data):
   """The config's loss, optimizer and task on a real (tiny-trunk) model and a real batch."""
   config = _tiny(_config(spec), data)
@@ -187,10 +191,14 @@ def test_configs_follow_the_released_recipes():
 
 
 def test_quickstart_trains_evaluates_and_prints_the_protocol_line(data, tmp_path, capsys):
-  config = _tiny(quickstart_3d_image.get_config("builder=tiny,trunk=8,width=16"), data)
+  config = quickstart_3d_image.get_config("builder=tiny,trunk=8,width=16")
+  config.eval.datasets.mpii = common.image3d_set("mpii", "validation")  # + PCKh, as the
+  config.eval.sets = ("people3d", "mpii")                               # mixed configs
+  config = _tiny(config, data)
   config.train.total_steps = 2
   metrics = loop.train_and_evaluate(config, str(tmp_path))
-  assert {"MPJPE", "P-MPJPE", "baseline MPJPE"} <= set(metrics)
+  assert {"MPJPE", "P-MPJPE", "baseline MPJPE", "mpii/Mean"} <= set(metrics)
+  assert 0.0 <= metrics["mpii/Mean"] <= 100.0
   assert any(k.startswith("MPJPE/") for k in metrics)
   out = capsys.readouterr().out + capsys.readouterr().err
   assert f"Protocol #1 Error (MPJPE): {metrics['MPJPE']:.2f} mm" in out
@@ -215,7 +223,8 @@ def test_a_stage_adding_a_head_starts_from_the_previous_stage(tmp_path):
   stage2.model.update(num_layers=18, deconv_filters=(16, 16), deconv_kernels=(4, 4))
   stage2.init.path = str(tmp_path / "stage1")
   model2 = weights.initial_model(stage2)
-  np.testing.assert_array_equal(model2.backbone.conv1.kernel[...], model1.backbone.conv1.kernel[...])
+  np.testing.assert_array_equal(model2.backbone.conv1.kernel[...],
+                                model1.backbone.conv1.kernel[...])
   np.testing.assert_array_equal(model2.hm.kernel[...], model1.hm.kernel[...])
   fresh = models.build_model(weights.model_config(stage2), seed=stage2.train.seed)
   np.testing.assert_array_equal(model2.depth.kernel[...], fresh.depth.kernel[...])
@@ -294,3 +303,28 @@ def test_evaluating_a_converted_fusion_3d_var_runs_the_benchmark_protocol(data, 
   gt = gt - gt[:, :1]
   expected = np.linalg.norm(pred - gt, axis=-1).mean(axis=-1).mean()
   assert from_dir["MPJPE"] == pytest.approx(expected, rel=1e-4)
+
+
+def test_integral_starts_from_a_torchvision_imagenet_file(tmp_path):
+  """``init.kind='imagenet'``: the trunk of a torchvision-format ResNet file (``fc`` and all)
+  is loaded through the converter's partial mode; the head keeps integral's N(0, 0.001)."""
+  torch = pytest.importorskip("torch")
+  from jaxpose.models import resnet
+  donor_cfg = resnet.PoseResNetConfig(num_layers=18, num_joints=3, deconv_filters=(8,),
+                                      deconv_kernels=(4,))
+  donor = models.build_model(donor_cfg, seed=3)
+  trunk = {k: v for k, v in convert.export_state_dict(donor, donor_cfg).items()
+           if not k.startswith(("deconv_layers", "final_layer"))}
+  trunk["fc.weight"] = np.zeros((1000, 512), np.float32)
+  trunk["fc.bias"] = np.zeros(1000, np.float32)
+  trunk["bn1.running_mean"] = np.random.RandomState(0).rand(64).astype(np.float32)
+  torch.save({k: torch.from_numpy(np.array(v)) for k, v in trunk.items()}, tmp_path / "r18.pth")
+  config = integral_h36m.get_config()
+  config.model.update(num_layers=18, num_deconv_filters=16, depth_dim=8)
+  config.init.path = str(tmp_path / "r18.pth")
+  model = weights.initial_model(config)
+  np.testing.assert_array_equal(model.backbone.layer4[1].conv2.kernel[...],
+                                donor.backbone.layer4[1].conv2.kernel[...])
+  np.testing.assert_array_equal(model.backbone.bn1.mean[...], trunk["bn1.running_mean"])
+  head = np.asarray(model.final_layer.kernel[...])
+  assert 0.0005 < head.std() < 0.002  # fresh N(0, 0.001)

@@ -44,15 +44,22 @@ def test_dataset_table_gives_keypoints_readers_and_evaluators():
   assert (mpii.evaluator.default_metric, mpii.evaluator.mode) == ("Mean", "max")
   assert kp.COCO.joints_weight[9] == pytest.approx(1.5) and kp.MPII.joints_weight is None
   with pytest.raises(ValueError, match="unknown dataset 'coco'; valid: coco_keypoints, "
-                                       "h36m_poses, mpii, synthetic_mocap, synthetic_people"):
+                                       "h36m_images, h36m_poses, mpii, synthetic_mocap, "
+                                       "synthetic_people, synthetic_people3d"):
     datasets.dataset("coco")
 
 
 def test_3d_pose_datasets_use_the_h36m_keypoint_set():
-  for name in ("h36m_poses", "synthetic_mocap"):
+  for name in ("h36m_poses", "synthetic_mocap", "h36m_images", "synthetic_people3d"):
     entry = datasets.dataset(name)
     assert entry.keypoints is kp.H36M and entry.keypoints.num_keypoints == 17
     assert entry.person_instances is None
+  for name in ("h36m_images", "synthetic_people3d"):
+    entry = datasets.dataset(name)
+    assert (entry.evaluator.default_metric, entry.evaluator.mode) == ("MPJPE", "min")
+    assert entry.people is not None
+  assert datasets.dataset("mpii").people is not None
+  assert datasets.dataset("h36m_poses").people is None
 
 
 def test_every_builder_has_a_table_entry():

@@ -206,8 +206,9 @@ def read_db(path: pathlib.Path) -> list[Mapping[str, Any]]:
   where = str(path)
   db = safe_npz.loads_pickle(path.read_bytes(), where)
   if not isinstance(db, list) or not db:
-    raise H36MImagesFormatError(f"{where}: expected a non-empty list of per-image dicts, got "
-                                f"{type(db).__name__}{'' if not isinstance(db, list) else ' (empty)'}")
+    got = "an empty list" if isinstance(db, list) else f"a {type(db).__name__}"
+    raise H36MImagesFormatError(f"{where}: expected a non-empty list of per-image dicts, "
+                                f"got {got}")
   for i, entry in enumerate(db):
     if not isinstance(entry, dict):
       raise H36MImagesFormatError(f"{where}: entry {i} is a {type(entry).__name__}, not a dict")

@@ -96,7 +96,8 @@ class IntegralTask(image3d_task.Image3DTask):
     image_xy = np.stack([
         transforms.affine_transform_points(
             p[:, :2], transforms.patch_transform(c, s, (w, h), inv=True))
-        for p, c, s in zip(patch, rows["box_center"], rows["box_size"])]).reshape(-1, patch.shape[1], 2)
+        for p, c, s in zip(patch, rows["box_center"], rows["box_size"])])
+    image_xy = image_xy.reshape(-1, patch.shape[1], 2)
     keypoints, _ = joint_maps.joint_map(self.keypoint_set.name, "mpii").apply(
         image_xy, np.ones(image_xy.shape[:-1]))
     pose = np.zeros_like(patch)
