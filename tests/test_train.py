@@ -304,11 +304,13 @@ class SimulatedCrash(Exception):
 
 
 class _Recorder:
-  """Wraps ``pipeline.train_iterator``: records batch fingerprints, can crash on a batch."""
+  """Wraps ``pipeline.train_iterator``: records batch fingerprints, can crash on a batch or
+  give one NaN targets."""
 
-  def __init__(self, crash_at: int | None = None):
+  def __init__(self, crash_at: int | None = None, nan_at: int | None = None):
     self.seen: list[str] = []
     self.crash_at = crash_at
+    self.nan_at = nan_at  # this batch (0-based) gets NaN targets
     self._original = _TRAIN_ITERATOR
 
   def __call__(self, *args, **kwargs):
@@ -320,6 +322,8 @@ class _Recorder:
         if recorder.crash_at is not None and len(recorder.seen) + 1 == recorder.crash_at:
           raise SimulatedCrash(f"interrupted before batch {recorder.crash_at}")
         batch = next(inner)
+        if len(recorder.seen) == recorder.nan_at:
+          batch = dict(batch, target=np.full_like(batch["target"], np.nan))
         recorder.seen.append(str(hash(batch["image"].tobytes())))
         return batch
 
@@ -366,13 +370,39 @@ def test_interrupted_run_resumes_exactly(data_dir, tmp_path, monkeypatch):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-def test_non_finite_loss_stops_the_run_keeping_the_last_good_checkpoint(data_dir, tmp_path):
-  config = tiny_config(data_dir, total_steps=5)
-  config.optim.lr = float("nan")
-  with pytest.raises(loop.NonFiniteLossError, match=r"at step 1 \(update 0\)"):
+def test_non_finite_loss_stops_the_run_and_resumes_with_a_lower_lr(data_dir, tmp_path,
+                                                                  monkeypatch):
+  """The quickstart with NaN targets in its second batch (update 1). The loss is checked
+  every 4 steps, after a periodic save at step 3 that must not write the frozen state; the
+  last good state (step 1) is saved with the data position after batch 1. Resuming (at a
+  lower learning rate, the data mended) trains on from batch 2 with finite losses."""
+  config = tiny_config(data_dir, total_steps=5, log_every_steps=4, checkpoint_every_steps=3)
+  first = _Recorder(nan_at=1)
+  monkeypatch.setattr(pipeline, "train_iterator", first)
+  with pytest.raises(loop.NonFiniteLossError, match=r"at step 2 \(update 1\); stopped at step 3"):
     loop.train_and_evaluate(config, str(tmp_path))
   saved = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
-  assert saved == [0]
+  assert saved == [1]
+  second = _Recorder()
+  monkeypatch.setattr(pipeline, "train_iterator", second)
+  config.optim.lr = 5e-4
+  loop.train_and_evaluate(config, str(tmp_path))
+  assert second.seen[0] == first.seen[1]  # batch 2 follows the last good step 1
+  state, _ = _final_state(tmp_path, config)
+  assert int(state.step) == 5 and int(state.first_bad_step) == -1
+  losses = _scalars(tmp_path / "tensorboard", "train/loss")
+  assert sorted(losses) == [4, 5] and all(np.isfinite(v) for v in losses.values())
+
+
+def _scalars(logdir: Path, tag: str) -> dict[int, float]:
+  import tensorflow as tf
+  out = {}
+  for path in sorted(glob.glob(str(logdir / "events.out.tfevents.*"))):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for v in event.summary.value:
+        if v.tag == tag:
+          out[int(event.step)] = float(tf.make_ndarray(v.tensor))
+  return out
 
 
 def test_missing_pretrained_weights_and_detections_are_clear_errors(data_dir, tmp_path):
@@ -401,3 +431,84 @@ def test_evaluate_a_converted_checkpoint(data_dir, tmp_path):
   from_pth = loop.evaluate(config, str(tmp_path / "eval2"), str(tmp_path / "m.pth"))
   assert from_dir == from_pth and 0.0 <= from_dir["AP"] <= 1.0
   assert (tmp_path / "eval" / "eval_metrics.json").exists()
+
+
+# ----------------------------------------------------------------------------------------
+# Non-finite loss: the last good state is saved with its own data position and resumes
+# ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake(monkeypatch):
+  from tests import fake_task
+  monkeypatch.setitem(tasks.TASKS, "fake", fake_task.FakeTask)
+  return fake_task
+
+
+def _fake_state(workdir: Path, config, step: int | None = None):
+  from tests import fake_task
+  task = fake_task.FakeTask(config)
+  model = task.build_model()
+  _, _, params, batch_stats = state_lib.split_model(model)
+  tx, _ = task.optimizer(model, loop.Schedule(1, 1))
+  target = state_lib.init_train_state(params, batch_stats, tx, 0)
+  checkpointer = loop.ckpt_lib.TrainCheckpointer(workdir)
+  try:
+    return checkpointer.restore(target, step)
+  finally:
+    checkpointer.close()
+
+
+def _steps(directory: Path) -> list[int]:
+  return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
+
+
+def test_nan_stop_saves_the_last_good_step_with_its_data_and_resumes_exactly(fake, tmp_path):
+  """The loss is checked late (every 5 steps); the bad update 3 is followed by a periodic
+  save at step 4, which must not write the frozen state. The last good state (step 3) is
+  saved with the data position after 3 batches and without the flag, so the resumed run
+  (bad batch gone) ends exactly where a run that never saw it ends."""
+  settings = dict(total_steps=10, log_every_steps=5, checkpoint_every_steps=4,
+                  eval_every_epochs=10)
+  straight = fake.config(**settings)
+  straight.fake.num_examples = 40  # 10 steps per epoch: no epoch-end check before step 10
+  loop.train_and_evaluate(straight, str(tmp_path / "straight"))
+  poisoned = fake.config(**settings)
+  poisoned.fake.update(num_examples=40, nan_at=3)
+  with pytest.raises(loop.NonFiniteLossError, match=r"at step 4 \(update 3\); stopped at step 4"):
+    loop.train_and_evaluate(poisoned, str(tmp_path / "resumed"))
+  assert _steps(tmp_path / "resumed" / "checkpoints") == [3]  # no frozen step-4 checkpoint
+  state, data, meta = _fake_state(tmp_path / "resumed", straight)
+  assert int(state.step) == 3 and int(state.first_bad_step) == -1
+  assert data == {"position": 3} and "non-finite loss at update 3" in meta["stopped"]
+  loop.train_and_evaluate(straight, str(tmp_path / "resumed"))  # the cause removed
+  a, data_a, _ = _fake_state(tmp_path / "straight", straight)
+  b, data_b, _ = _fake_state(tmp_path / "resumed", straight)
+  assert int(b.step) == 10 and data_a == data_b == {"position": 10}
+  for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_a_flag_left_in_an_old_checkpoint_is_cleared_on_resume(fake, tmp_path):
+  """Checkpoints of earlier versions carry ``first_bad_step``; resuming must train."""
+  config = fake.config(total_steps=2)
+  loop.train_and_evaluate(config, str(tmp_path))
+  state, data, meta = _fake_state(tmp_path, config)
+  checkpointer = loop.ckpt_lib.TrainCheckpointer(tmp_path, async_save=False)
+  checkpointer.save(3, state.replace(first_bad_step=np.int32(1)), data, meta)
+  checkpointer.wait()
+  checkpointer.close()
+  loop.train_and_evaluate(fake.config(total_steps=5), str(tmp_path))
+  state, _, _ = _fake_state(tmp_path, config)
+  assert int(state.step) == 5 and int(state.first_bad_step) == -1
+
+
+def test_a_checkpoint_is_saved_before_its_evaluation(fake, tmp_path, monkeypatch):
+  """An evaluation that fails (here: scoring) leaves the trained state saved."""
+  def broken(self, predictions, ctx):
+    raise RuntimeError("evaluator crashed")
+  monkeypatch.setattr(fake.FakeTask, "score", broken)
+  config = fake.config(checkpoint_every_steps=100)  # evaluation after epoch 1 = step 3
+  with pytest.raises(RuntimeError, match="evaluator crashed"):
+    loop.train_and_evaluate(config, str(tmp_path))
+  assert _steps(tmp_path / "checkpoints") == [3]

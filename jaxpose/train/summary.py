@@ -76,6 +76,13 @@ class SummaryWriter:
     with self._writer.as_default(step=int(step)):
       self._tf.summary.image(name, np.asarray(images, np.uint8), max_outputs=max_outputs)
 
+  def text(self, step: int, name: str, text: str) -> None:
+    """A text entry (warnings; TensorBoard's Text tab)."""
+    if not self._writer:
+      return
+    with self._writer.as_default(step=int(step)):
+      self._tf.summary.text(name, text)
+
   def flush(self) -> None:
     if self._writer:
       self._writer.flush()
