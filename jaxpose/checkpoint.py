@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import zlib
 from collections.abc import Mapping
 from typing import Any
@@ -169,6 +170,31 @@ def _first_line(error: BaseException, limit: int = 300) -> str:
   return f"{type(error).__name__}: {text}"
 
 
+def _quiet_closed_loop_callbacks() -> None:
+  """Drops TensorStore's late callbacks into Orbax's closed event loop.
+
+  When a read of a damaged checkpoint fails, Orbax stops waiting and closes its event
+  loop while TensorStore still finishes the other reads; each late completion then
+  reports ``RuntimeError('Event loop is closed')`` as an unraisable error (a traceback on
+  stderr each, dozens per damaged checkpoint) that says nothing the
+  ``DamagedCheckpointError`` does not. This wraps ``sys.unraisablehook`` (once per
+  process) to log exactly those at debug level; everything else reaches the previous hook.
+  """
+  previous = sys.unraisablehook
+  if getattr(previous, "jaxpose_quiet", False):
+    return
+
+  def hook(unraisable) -> None:
+    error = unraisable.exc_value
+    if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
+      logger.debug("late TensorStore callback after a failed checkpoint read: %s", error)
+      return
+    previous(unraisable)
+
+  hook.jaxpose_quiet = True
+  sys.unraisablehook = hook
+
+
 def _agree(ok: bool) -> bool:
   """True when ``ok`` on every process (collective when there are several)."""
   if jax.process_count() == 1:
@@ -195,6 +221,7 @@ def _saved_shapes(step_dir: str) -> dict[str, tuple[tuple[int, ...], str]]:
   Raises:
     DamagedCheckpointError: the metadata is missing or unreadable.
   """
+  _quiet_closed_loop_callbacks()
   handler = ocp.PyTreeCheckpointHandler()
   try:
     tree = handler.metadata(epath.Path(step_dir) / "state").tree
@@ -358,6 +385,7 @@ class TrainCheckpointer:
       CheckpointError: the checkpoint holds other arrays than ``target_state`` (another
         model or optimizer: not damage, every checkpoint of the run would say the same).
     """
+    _quiet_closed_loop_callbacks()
     manager = self.best if best else self.latest
     step = manager.latest_step() if step is None else step
     if step is None:
