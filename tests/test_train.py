@@ -4,6 +4,9 @@ from __future__ import annotations
 import glob
 import importlib
 import json
+import logging
+import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -21,7 +24,7 @@ from configs import quickstart
 from jaxpose import convert, datasets, models
 from jaxpose.data import pipeline
 from jaxpose.models import resnet
-from jaxpose.train import loop, optim, state as state_lib, tasks, weights
+from jaxpose.train import loop, optim, state as state_lib, tasks, validation, weights
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_FILES = sorted(p.stem for p in (REPO / "configs").glob("*.py")
@@ -218,6 +221,99 @@ def test_config_arguments():
   assert _config("mspn_coco", "stages=4").model.num_stages == 4
   with pytest.raises(ValueError, match="unknown config argument"):
     _config("hrnet_coco", "width=48")
+
+
+def _mistake(section: str, **values) -> ml_collections.ConfigDict:
+  config = quickstart.get_config()
+  config.data.data_dir = "/nonexistent/tfds"  # nothing may be read before the check
+  if section == "task":
+    config.task = values["task"]
+  else:
+    config[section].update(values)
+  return config
+
+
+CONFIG_MISTAKES = [
+    (("train", dict(checkpoint_every_steps=0)),
+     "train.checkpoint_every_steps=0: must be an integer >= 1"),
+    (("train", dict(global_batch_size=0)), "train.global_batch_size=0: must be an integer >= 1"),
+    (("train", dict(log_every_steps=-5)), "train.log_every_steps=-5: must be an integer >= 1"),
+    (("train", dict(eval_every_epochs=0)), "train.eval_every_epochs=0"),
+    (("train", dict(total_steps=0)), "train.total_steps=0: must be an integer >= 1 (or None)"),
+    (("train", dict(dtype="float8")), "train.dtype='float8': must be one of 'float32'"),
+    (("eval", dict(boxes="detection")),
+     "eval.boxes must be one of ('gt', 'detections'), got 'detection'"),
+    (("eval", dict(boxes="detections")), "eval.boxes='detections' needs eval.detection_file"),
+    (("optim", dict(lr=float("nan"))), "optim.lr=nan: must be a finite number >= 0"),
+    (("optim", dict(name="adan")), "optim: unknown optim.name 'adan'; valid: adam"),
+    (("optim", dict(schedule="cosine")), "optim: unknown optim.schedule 'cosine'"),
+    (("init", dict(kind="pretrained")), "init.kind='pretrained': must be one of 'scratch'"),
+    (("init", dict(kind="imagenet", path="/typo.pth")), "init.kind='imagenet' needs init.path"),
+    (("data", dict(dataset="coco")), "unknown dataset 'coco'; valid: coco_keypoints"),
+    (("task", dict(task="heatmaps")), "config.task: unknown task 'heatmaps'; valid:"),
+]
+
+
+@pytest.mark.parametrize("mistake,message", CONFIG_MISTAKES,
+                         ids=[m[1][:40] for m in CONFIG_MISTAKES])
+def test_config_mistakes_fail_in_one_line_before_any_work(mistake, message, tmp_path):
+  """Each mistake: one ``ConfigError`` line naming the field, before the workdir exists,
+  for training and for evaluation alike."""
+  config = _mistake(mistake[0], **mistake[1])
+  runs = [lambda: loop.train_and_evaluate(config, str(tmp_path / "run"))]
+  if mistake[0] not in ("init",):  # evaluation does not read init
+    runs.append(lambda: loop.evaluate(config, str(tmp_path / "run"), "best"))
+  for run in runs:
+    with pytest.raises(validation.ConfigError) as error:
+      run()
+    assert message in str(error.value) and "\n" not in str(error.value)
+    assert isinstance(error.value, loop.USER_ERRORS)
+    assert not (tmp_path / "run").exists()
+
+
+def test_eval_checkpoint_argument_mistakes(tmp_path):
+  config = _mistake("train", seed=0)
+  workdir = tmp_path / "old_run"
+  workdir.mkdir()
+  (workdir / "config.json").write_text("{}")  # a training workdir without checkpoints
+  cases = {"last": "--checkpoint='last': neither 'latest', 'best', a step number nor an "
+                   "existing path",
+           "/typo.pth": "--checkpoint='/typo.pth': neither",
+           str(workdir): "is a jaxpose training workdir without any complete checkpoint",
+           str(tmp_path): "neither a jaxpose training run or checkpoint"}
+  for checkpoint, message in cases.items():
+    with pytest.raises(validation.ConfigError, match=re.escape(message)):
+      loop.evaluate(config, str(tmp_path / "eval"), checkpoint)
+  with pytest.raises(FileNotFoundError):  # a missing file is also a FileNotFoundError
+    loop.evaluate(config, str(tmp_path / "eval"), "/typo.pth")
+  assert not (tmp_path / "eval").exists()
+  step_item = tmp_path / "run" / "checkpoints" / "4" / "state"  # an item of a step: accepted
+  step_item.mkdir(parents=True)
+  validation.check_checkpoint_argument(str(step_item))
+
+
+LAUNCH_MISTAKES = [
+    (["--config.train.bogus=1"], 2, "unknown config field in a --config.* override: bogus"),
+    (["--config.train.global_batch_size=0"], 1, "train.global_batch_size=0"),
+    (["--mode=eval", "--checkpoint=last"], 1, "--checkpoint='last'"),
+    (["--num_processes=2"], 2, "missing: coordinator address"),
+]
+
+
+@pytest.mark.slow  # 4 launch.py processes: ~35 s on a busy 2-core machine
+def test_launch_prints_mistakes_in_one_line_with_an_exit_status(tmp_path):
+  """No traceback: one ``error:`` line and a non-zero status (2: command line syntax)."""
+  env = dict(os.environ, PYTHONPATH=str(REPO))
+  procs = [subprocess.Popen(
+      [sys.executable, "launch.py", "--config=configs/quickstart.py",
+       f"--workdir={tmp_path / 'run'}", *args], cwd=REPO, env=env, text=True,
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE) for args, _, _ in LAUNCH_MISTAKES]
+  for proc, (args, status, message) in zip(procs, LAUNCH_MISTAKES):
+    out, err = proc.communicate(timeout=300)
+    errors = [line for line in (out + err).splitlines() if line.startswith("error: ")]
+    assert proc.returncode == status, (args, err[-2000:])
+    assert "Traceback" not in err and len(errors) == 1 and message in errors[0], (args, err)
+  assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.slow
@@ -512,3 +608,33 @@ def test_a_checkpoint_is_saved_before_its_evaluation(fake, tmp_path, monkeypatch
   with pytest.raises(RuntimeError, match="evaluator crashed"):
     loop.train_and_evaluate(config, str(tmp_path))
   assert _steps(tmp_path / "checkpoints") == [3]
+
+
+# ----------------------------------------------------------------------------------------
+# Divergence: warned once when the loss grows a hundredfold
+# ----------------------------------------------------------------------------------------
+
+
+def test_divergence_rule():
+  from jaxpose.train import guards
+  calm = guards.DivergenceMonitor()
+  noisy = 0.01 * (1 + 0.8 * np.sin(np.arange(200) * 1.7)) * np.exp(-np.arange(200) / 80)
+  assert all(calm.update(step, v) is None for step, v in enumerate(noisy))  # noise, decay
+  bumpy = guards.DivergenceMonitor()  # a loss that jumps 30x (schedule restart) is not flagged
+  assert all(bumpy.update(s, v) is None for s, v in enumerate([1.0, 0.5, 0.2, 6.0, 6.0, 0.3]))
+  monitor = guards.DivergenceMonitor()
+  losses = [2.0, 1.0, 0.5, 0.4, 3.0, 40.0, 900.0, 1e5, 1e9, float("nan"), 1e12]
+  messages = [monitor.update(step, loss) for step, loss in enumerate(losses)]
+  warned = [step for step, message in enumerate(messages) if message]
+  assert warned == [6]  # moving average 279 > 100 x its minimum 1.06 (step 3)
+  assert "diverging" in messages[6] and "264 times its minimum 1.06" in messages[6]
+
+
+def test_a_diverging_run_is_warned_about_once(fake, tmp_path, caplog):
+  config = fake.config()
+  config.optim.lr = 1e6  # Adam moves every weight by ~1e6 per step: loss ~1e12, finite
+  with caplog.at_level(logging.WARNING, logger="jaxpose.train.guards"):
+    loop.train_and_evaluate(config, str(tmp_path))
+  warnings = [r for r in caplog.records if "diverging" in r.getMessage()]
+  assert len(warnings) == 1, caplog.text
+  assert "train/warnings" in _event_tags(tmp_path / "tensorboard")
