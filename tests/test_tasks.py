@@ -4,8 +4,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-import socket
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -22,7 +20,7 @@ from jaxpose.data import builders
 from jaxpose.data import keypoints as kp
 from jaxpose.models import resnet
 from jaxpose.train import loop, multihost, optim, state as state_lib, tasks
-from tests import fake_task
+from tests import fake_task, processes
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -265,7 +263,7 @@ TWO_PROCESS_SCRIPT = textwrap.dedent("""
     jax.distributed.initialize(coordinator_address=sys.argv[1], num_processes=2,
                                process_id=int(sys.argv[2]))
     from jaxpose.train import loop, tasks
-    from tests import fake_task
+    from tests import fake_task, processes
     tasks.TASKS["fake"] = fake_task.FakeTask
     workdir, out = sys.argv[3], sys.argv[4]
     first = loop.train_and_evaluate(fake_task.config(total_steps=6), workdir)
@@ -277,26 +275,17 @@ TWO_PROCESS_SCRIPT = textwrap.dedent("""
 """)
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_processes_train_evaluate_and_agree(tmp_path):
   """Two CPU processes (one device each): collective checkpoint saves (best included),
   restores, the predictions gather and the metrics broadcast all complete, and both
   processes return the same metrics."""
-  address = f"127.0.0.1:{_free_port()}"
+  address = f"127.0.0.1:{processes.free_port()}"
   env = dict(os.environ, PYTHONPATH=str(REPO), XLA_FLAGS="")
-  procs = [subprocess.Popen(
-      [sys.executable, "-c", TWO_PROCESS_SCRIPT, address, str(i), str(tmp_path / "run"),
-       str(tmp_path / f"out{i}.json")], cwd=REPO, env=env, stdout=subprocess.PIPE,
-      stderr=subprocess.STDOUT, text=True) for i in range(2)]
-  logs = [p.communicate(timeout=600)[0] for p in procs]
-  for p, log in zip(procs, logs):
-    assert p.returncode == 0, log[-3000:]
+  processes.run_together(
+      [[sys.executable, "-c", TWO_PROCESS_SCRIPT, address, str(i), str(tmp_path / "run"),
+        str(tmp_path / f"out{i}.json")] for i in range(2)],
+      cwd=REPO, env=env, log_dir=tmp_path / "logs", timeout_s=600)
   out = [json.loads((tmp_path / f"out{i}.json").read_text()) for i in range(2)]
   assert out[0] == out[1] and out[0]["devices"] == 2
   assert set(out[0]["resumed"]) == {"MPJPE", "MPJPE (batched)"}

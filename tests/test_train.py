@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import jax
@@ -638,3 +639,42 @@ def test_a_diverging_run_is_warned_about_once(fake, tmp_path, caplog):
   warnings = [r for r in caplog.records if "diverging" in r.getMessage()]
   assert len(warnings) == 1, caplog.text
   assert "train/warnings" in _event_tags(tmp_path / "tensorboard")
+
+
+# ----------------------------------------------------------------------------------------
+# Data workers end with their training process
+# ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow  # a real training process: ~40 s on a busy 2-core machine
+def test_data_workers_die_with_a_killed_training_process(data_dir, tmp_path):
+  """kill -9 of a training run with two grain workers leaves no process behind."""
+  import psutil
+  workdir = tmp_path / "run"
+  proc = subprocess.Popen(
+      [sys.executable, "launch.py", "--config=configs/quickstart.py:size=64x64,builder=tiny,"
+       "workers=2", f"--workdir={workdir}", f"--config.data.data_dir={data_dir}",
+       "--config.train.checkpoint_every_steps=1", "--config.train.global_batch_size=2",
+       "--config.train.async_checkpoints=False"],
+      cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.DEVNULL,
+      stderr=subprocess.PIPE, text=True)
+  children = []
+  try:
+    deadline = time.time() + 600
+    while not (workdir / "checkpoints" / "1").is_dir():  # workers have produced batches
+      assert proc.poll() is None, proc.stderr.read()[-3000:]
+      assert time.time() < deadline, "no checkpoint after 600 s"
+      time.sleep(0.5)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    workers = [c for c in children if "spawn_main" in " ".join(c.cmdline())]
+    assert len(workers) >= 2, [c.cmdline() for c in children]
+    proc.kill()  # SIGKILL: no clean-up code runs in the parent
+    proc.wait(timeout=10)
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, [(p.pid, p.cmdline()) for p in alive]
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+    for child in children:  # what this test started, by pid and start time (psutil)
+      if child.is_running():
+        child.kill()

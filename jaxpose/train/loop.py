@@ -226,8 +226,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   progress = tqdm(total=plan.total_steps, initial=step, desc="train", unit="step",
                   disable=jax.process_index() != 0, dynamic_ncols=True)
   positions = guards.DataPositions(step, train_iter.get_state())
-  divergence = guards.DivergenceMonitor()
-  last_log, last_time = step, time.time()
+  log = _StepLog(writer, progress, lr_schedule, train.global_batch_size, step)
   try:
     while step < plan.total_steps:
       batch = state_lib.global_batch(next(train_iter), mesh)
@@ -244,18 +243,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         _stop_if_not_finite(host, state, checkpointer, positions, step, plan, mesh)
         positions.forget_before(step)
       if log_now:
-        now = time.time()
-        images_per_s = (step - last_log) * train.global_batch_size / max(now - last_time, 1e-9)
-        last_log, last_time = step, now
-        scalars = {f"train/{k}": float(v) for k, v in host.items() if k != "first_bad_step"}
-        scalars.update({"train/lr": float(lr_schedule(step - 1)),
-                        "train/images_per_s": images_per_s})
-        writer.scalars(step, scalars)
-        warning = divergence.update(step, scalars["train/loss"])
-        if warning:
-          writer.text(step, "train/warnings", warning)
-        writer.flush()
-        progress.set_postfix(loss=f"{scalars['train/loss']:.3g}", lr=f"{scalars['train/lr']:.2g}")
+        log(step, host)
       if save_now or eval_now:
         checkpointer.save(step, state, train_iter.get_state(), {"epoch": epoch})
       if eval_now:
@@ -275,6 +263,34 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 {"step": step, "metrics": metrics, "wall_time_s": wall})
     print(f"finished {step} steps in {wall / 60:.1f} min (wall time); workdir {workdir}")
   return metrics
+
+
+class _StepLog:
+  """The train scalars of a log step: TensorBoard (``train/*``), the progress bar and the
+  divergence warning (``guards.DivergenceMonitor``, also a TensorBoard text)."""
+
+  def __init__(self, writer: summary.SummaryWriter, progress: tqdm, lr_schedule,
+               global_batch_size: int, step: int):
+    self.writer, self.progress, self.lr_schedule = writer, progress, lr_schedule
+    self.global_batch_size = global_batch_size
+    self.divergence = guards.DivergenceMonitor()
+    self.last_step, self.last_time = step, time.time()
+
+  def __call__(self, step: int, host: dict[str, Any]) -> None:
+    now = time.time()
+    images_per_s = ((step - self.last_step) * self.global_batch_size
+                    / max(now - self.last_time, 1e-9))
+    self.last_step, self.last_time = step, now
+    scalars = {f"train/{k}": float(v) for k, v in host.items() if k != "first_bad_step"}
+    scalars.update({"train/lr": float(self.lr_schedule(step - 1)),
+                    "train/images_per_s": images_per_s})
+    self.writer.scalars(step, scalars)
+    warning = self.divergence.update(step, scalars["train/loss"])
+    if warning:
+      self.writer.text(step, "train/warnings", warning)
+    self.writer.flush()
+    self.progress.set_postfix(loss=f"{scalars['train/loss']:.3g}",
+                              lr=f"{scalars['train/lr']:.2g}")
 
 
 def _replicated_scalar(value, dtype, mesh: Mesh) -> jax.Array:

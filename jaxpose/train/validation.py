@@ -144,7 +144,10 @@ def validate_config(config: ml_collections.ConfigDict, *, mode: str = "train",
     task_class = tasks_lib.task_class(config.get("task"))
   except ValueError as e:
     raise ConfigError(f"config.task: {e}") from e
-  check_train(config, device_count, process_count)
+  if mode == "train":  # evaluation does not use the training batch
+    check_train(config, device_count, process_count)
+  else:
+    check_train(config)
   check_optim(config)  # evaluation builds the optimizer state's structure too
   if mode == "train":
     check_init(config)
