@@ -182,15 +182,7 @@ def test_a_checkpoint_without_checksums_still_restores(tmp_path, caplog):
 
 
 def _restore(workdir: Path, config, step=None):
-  task = fake_task.FakeTask(config)
-  model = task.build_model()
-  _, _, params, batch_stats = state_lib.split_model(model)
-  tx, _ = task.optimizer(model, loop.Schedule(1, 1))
-  checkpointer = ckpt_lib.TrainCheckpointer(workdir)
-  try:
-    return checkpointer.restore(state_lib.init_train_state(params, batch_stats, tx, 0), step)[0]
-  finally:
-    checkpointer.close()
+  return fake_task.restore(workdir, config, step)[0]
 
 
 def test_resume_and_eval_fall_back_past_a_damaged_latest_checkpoint(tmp_path, monkeypatch,

@@ -200,15 +200,7 @@ def _scalars(logdir: Path, prefix: str) -> dict[str, dict[int, float]]:
 
 
 def _restore(workdir: Path, config, best: bool = False):
-  task = fake_task.FakeTask(config)
-  model = task.build_model()
-  _, _, params, batch_stats = state_lib.split_model(model)
-  tx, _ = task.optimizer(model, loop.Schedule(1, 1))
-  target = state_lib.init_train_state(params, batch_stats, tx, 0)
-  checkpointer = loop.ckpt_lib.TrainCheckpointer(workdir)
-  state, data, meta = checkpointer.restore(target, best=best)
-  checkpointer.close()
-  return state, data, meta
+  return fake_task.restore(workdir, config, best=best)
 
 
 def test_a_new_task_trains_evaluates_and_keeps_the_lowest_error(fake, tmp_path):

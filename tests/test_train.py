@@ -242,6 +242,7 @@ CONFIG_MISTAKES = [
     (("train", dict(eval_every_epochs=0)), "train.eval_every_epochs=0"),
     (("train", dict(total_steps=0)), "train.total_steps=0: must be an integer >= 1 (or None)"),
     (("train", dict(dtype="float8")), "train.dtype='float8': must be one of 'float32'"),
+    (("train", dict(dtype="float64")), "train.dtype='float64' needs 64-bit JAX"),
     (("eval", dict(boxes="detection")),
      "eval.boxes must be one of ('gt', 'detections'), got 'detection'"),
     (("eval", dict(boxes="detections")), "eval.boxes='detections' needs eval.detection_file"),
@@ -544,16 +545,7 @@ def fake(monkeypatch):
 
 def _fake_state(workdir: Path, config, step: int | None = None):
   from tests import fake_task
-  task = fake_task.FakeTask(config)
-  model = task.build_model()
-  _, _, params, batch_stats = state_lib.split_model(model)
-  tx, _ = task.optimizer(model, loop.Schedule(1, 1))
-  target = state_lib.init_train_state(params, batch_stats, tx, 0)
-  checkpointer = loop.ckpt_lib.TrainCheckpointer(workdir)
-  try:
-    return checkpointer.restore(target, step)
-  finally:
-    checkpointer.close()
+  return fake_task.restore(workdir, config, step)
 
 
 def _steps(directory: Path) -> list[int]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 
+import jax
 import ml_collections
 import numpy as np
 
@@ -69,8 +70,12 @@ def check_train(config: ml_collections.ConfigDict, device_count: int | None = No
   if not isinstance(train.get("async_checkpoints", True), bool):
     raise ConfigError(f"train.async_checkpoints={train.async_checkpoints!r}: must be True or False")
   dtype = train.get("dtype", "float32")
-  if dtype not in ("float32", "bfloat16", "float16"):
-    raise ConfigError(f"train.dtype={dtype!r}: must be one of 'float32', 'bfloat16', 'float16'")
+  if dtype not in ("float32", "bfloat16", "float16", "float64"):
+    raise ConfigError(f"train.dtype={dtype!r}: must be one of 'float32', 'bfloat16', "
+                      "'float16', 'float64'")
+  if dtype == "float64" and not jax.config.jax_enable_x64:
+    raise ConfigError("train.dtype='float64' needs 64-bit JAX: set JAX_ENABLE_X64=1 (else "
+                      "JAX computes in float32)")
   batch = train.global_batch_size
   if device_count and batch % device_count:
     raise ConfigError(f"train.global_batch_size={batch}: must be divisible by the "
