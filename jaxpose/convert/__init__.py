@@ -32,10 +32,11 @@ from jaxpose import fileio
 from jaxpose import models
 from jaxpose.convert import core
 from jaxpose.convert import hrnet as hrnet_family
-from jaxpose.convert import lifters as lifter_families
 from jaxpose.convert import mspn as mspn_family
 from jaxpose.convert import resnet as resnet_families
+from jaxpose.convert import rie as rie_family
 from jaxpose.convert import torch_pickle
+from jaxpose.convert import videopose3d as videopose3d_family
 from jaxpose.convert.core import Family, MappingReport, Rename
 from jaxpose.convert.torch_pickle import CheckpointError
 
@@ -45,8 +46,8 @@ FAMILIES: dict[str, Family] = {
     "integral": resnet_families.INTEGRAL,
     "hg3d": resnet_families.HG3D,
     "mspn": mspn_family.MSPN,
-    "videopose3d": lifter_families.VIDEOPOSE3D,
-    "rie": lifter_families.RIE,
+    "videopose3d": videopose3d_family.VIDEOPOSE3D,
+    "rie": rie_family.RIE,
 }
 
 CHECKPOINT_SUBDIR = "checkpoint"
