@@ -156,7 +156,9 @@ def test_videopose3d_export_convert_round_trip(name):
   assert "expand_conv.weight" in state_dict and "expand_bn.num_batches_tracked" in state_dict
   assert state_dict["expand_conv.weight"].shape == (
       config.channels, config.num_joints_in * 2, config.filter_widths[0])
-  restored, inferred, report = convert.convert_state_dict(state_dict)
+  # Dense kernels 3,7,19 also read as dilated widths 3,7,19: the user says which.
+  user = {"original_args": ["-arc", "3,3,3", "--dense", "-ch", "32"]} if config.dense else {}
+  restored, inferred, report = convert.convert_state_dict(state_dict, **user)
   assert inferred == config and report.ok
   restored.eval()
   x = _keypoints((2, model.receptive_field + 2, config.num_joints_in, 2))
@@ -192,7 +194,16 @@ def test_dense_detection_from_kernel_sizes():
   for i, k in enumerate((7, 19)):
     shapes[f"layers_conv.{2 * i}.weight"] = (8, 8, k)
     shapes[f"layers_conv.{2 * i + 1}.weight"] = (8, 8, 1)
-  assert temporal_convert.temporal_widths(shapes) == ((3, 3, 3), True)
+  # Kernels 3, 7, 19 are dense widths 3, 3, 3 or dilated widths 3, 7, 19: not guessed.
+  with pytest.raises(core.CheckpointError, match="fit two architectures: dense filter widths "
+                     "3,3,3 .-arc 3,3,3 --dense. or dilated widths 3,7,19"):
+    temporal_convert.temporal_widths(shapes)
+  assert temporal_convert.temporal_widths(shapes, dense=True) == ((3, 3, 3), True)
+  assert temporal_convert.temporal_widths(shapes, dense=False) == ((3, 7, 19), False)
+  assert temporal_convert.temporal_widths(shapes, filter_widths="3,3,3") == ((3, 3, 3), True)
+  assert temporal_convert.temporal_widths(shapes, filter_widths=(3, 7, 19)) == ((3, 7, 19), False)
+  with pytest.raises(core.CheckpointError, match="do not fit the given filter widths 3,3"):
+    temporal_convert.temporal_widths(shapes, filter_widths=(3, 3))
   shapes["layers_conv.2.weight"] = (8, 8, 5)  # (5 - 1) / 9 is no width: dilated 3, 7, 5
   assert temporal_convert.temporal_widths(shapes) == ((3, 7, 5), False)
   shapes["layers_conv.2.weight"] = (8, 8, 4)
@@ -372,7 +383,8 @@ def test_rie_export_convert_round_trip(config):
   state_dict = convert.export_state_dict(model, config)
   assert state_dict["GlobalInfo.layers.1.batch_norm2.running_var"].shape == (32,)
   assert ("FuseBlocks.4.fc_2.bias" in state_dict) == (config.stage != 1)
-  restored, inferred, report = convert.convert_state_dict(state_dict)
+  user = {"overrides": {"dense": True}} if config.dense else {}
+  restored, inferred, report = convert.convert_state_dict(state_dict, **user)
   assert inferred == config and report.ok
   restored.eval()
   x = _keypoints((2, model.receptive_field, 17, 2))

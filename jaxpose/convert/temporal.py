@@ -3,29 +3,35 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from jaxpose.convert.core import CheckpointError, count_indices
 
 Shapes = Mapping[str, tuple[int, ...]]
 
+# argparse dest -> config field, shared by VideoPose3D's and RIE's run.py (the same names
+# appear in a saved ``args`` namespace).
+TEMPORAL_ARG_FIELDS = {"architecture": "filter_widths", "causal": "causal",
+                       "dropout": "dropout", "channels": "channels", "dense": "dense"}
 
-def temporal_widths(shapes: Shapes, prefix: str = "", source: str = "checkpoint"
-                    ) -> tuple[tuple[int, ...], bool]:
-  """``(filter_widths, dense)`` of a temporal stack whose keys start with ``prefix``.
 
-  The width of block ``i`` is the kernel size ``k_i`` of ``layers_conv.{2i-2}``; a dense
-  stack instead has ``k_i = (w_i - 1) * d_i + 1`` with ``d_i = w_0 * ... * w_{i-1}``. The
-  stack is read as dense when every kernel fits that progression with odd widths and at
-  least one kernel is wider than its width; otherwise as dilated. (A dilated model whose
-  widths happen to follow the progression, e.g. 3,7,19, needs an explicit config.)
-  """
+def _widths(text) -> tuple[int, ...]:
+  """``-arc`` ``"3,3,3"`` (or a list) -> ``(3, 3, 3)``."""
+  if isinstance(text, str):
+    return tuple(int(w) for w in text.split(",") if w.strip())
+  return tuple(int(w) for w in text)
+
+
+def stack_kernels(shapes: Shapes, prefix: str = "", source: str = "checkpoint"
+                  ) -> tuple[int, ...]:
+  """Kernel sizes of ``expand_conv`` and of each block's wide ``layers_conv.{2i}``."""
   expand = shapes[f"{prefix}expand_conv.weight"]
   count = count_indices(shapes, rf"{re.escape(prefix)}layers_conv\.(\d+)\.weight$")
   if count % 2:
     raise CheckpointError(f"{source}: {prefix}layers_conv has {count} convolutions; "
                           "expected pairs (wide + 1x1) per block")
-  kernels = []
+  kernels = [expand[2]]
   for i in range(0, count, 2):
     wide = shapes[f"{prefix}layers_conv.{i}.weight"]
     point = shapes[f"{prefix}layers_conv.{i + 1}.weight"]
@@ -34,17 +40,82 @@ def temporal_widths(shapes: Shapes, prefix: str = "", source: str = "checkpoint"
           f"{source}: {prefix}layers_conv.{i}/{i + 1} have shapes {wide}/{point}; expected "
           "[C, C, k] and [C, C, 1] Conv1d weights")
     kernels.append(wide[2])
-  first = expand[2]
-  dense_widths = [first]
-  for k in kernels:
-    d = math.prod(dense_widths)
+  return tuple(kernels)
+
+
+def dense_reading(kernels: Sequence[int]) -> tuple[int, ...] | None:
+  """The widths of a dense stack with these kernels, or None if they fit none.
+
+  A dense block ``i`` has a kernel of ``(w_i - 1) * d_i + 1`` with ``d_i = w_0 * ... *
+  w_{i-1}``; the original supports odd widths only.
+  """
+  widths = [kernels[0]]
+  for k in kernels[1:]:
+    d = math.prod(widths)
     if (k - 1) % d or ((k - 1) // d) % 2:
-      break  # not a dense kernel of an odd width
-    dense_widths.append((k - 1) // d + 1)
-  dense = (len(dense_widths) == len(kernels) + 1
-           and any(k != w for k, w in zip(kernels, dense_widths[1:])))
-  widths = tuple(dense_widths) if dense else (first, *kernels)
-  if any(w % 2 == 0 for w in widths):
-    raise CheckpointError(f"{source}: {prefix} temporal kernel sizes {widths} include even "
-                          "widths; the original supports odd filter widths only")
-  return widths, dense
+      return None
+    widths.append((k - 1) // d + 1)
+  return tuple(widths)
+
+
+def temporal_widths(shapes: Shapes, prefix: str = "", source: str = "checkpoint", *,
+                    dense: bool | None = None, filter_widths: Sequence[int] | None = None
+                    ) -> tuple[tuple[int, ...], bool]:
+  """``(filter_widths, dense)`` of a temporal stack whose keys start with ``prefix``.
+
+  The kernels read as a dilated stack with widths = kernel sizes, or, when they follow the
+  dense progression (``dense_reading``) with some kernel wider than its width, also as a
+  dense stack: e.g. kernels 3, 7, 19 are dense widths 3, 3, 3 or dilated widths 3, 7, 19.
+  ``dense`` / ``filter_widths`` (``--dense`` / ``-arc`` of the original) pick the reading;
+  without them an ambiguous stack fails, listing both.
+
+  Raises:
+    CheckpointError: even widths, given values that fit no reading, or an ambiguity.
+  """
+  kernels = stack_kernels(shapes, prefix, source)
+  dense_widths = dense_reading(kernels)
+  distinct = dense_widths is not None and dense_widths != kernels
+  del source  # the caller names the file
+  where = f"{prefix}expand_conv/layers_conv kernel sizes {','.join(map(str, kernels))}"
+  if filter_widths is not None:
+    widths = _widths(filter_widths)
+    if widths == kernels and dense is not True:
+      result = (kernels, False)
+    elif distinct and widths == dense_widths and dense is not False:
+      result = (dense_widths, True)
+    else:
+      readings = f"dilated {','.join(map(str, kernels))}" + (
+          f" or dense {','.join(map(str, dense_widths))}" if distinct else "")
+      raise CheckpointError(f"{where} do not fit the given filter widths "
+                            f"{','.join(map(str, widths))}{' (dense)' if dense else ''}; "
+                            f"they read as {readings}")
+  elif dense is True:
+    if not distinct:
+      raise CheckpointError(f"{where} are not those of a dense stack (--dense was given)")
+    result = (dense_widths, True)
+  elif dense is False or not distinct:
+    result = (kernels, False)
+  else:
+    raise CheckpointError(
+        f"{where} fit two architectures: dense filter widths "
+        f"{','.join(map(str, dense_widths))} (-arc {','.join(map(str, dense_widths))} --dense) "
+        f"or dilated widths {','.join(map(str, kernels))} (-arc "
+        f"{','.join(map(str, kernels))}); pass the original's arguments (e.g. -- -arc ... "
+        "--dense) or --model-config dense=true|false")
+  if any(w % 2 == 0 for w in result[0]):
+    raise CheckpointError(f"{where} give filter widths {result[0]} with even widths; the "
+                          "original supports odd filter widths only")
+  return result
+
+
+def temporal_from_args(args: Mapping[str, Any], fields: Mapping[str, str]
+                       ) -> dict[str, tuple[Any, str]]:
+  """argparse values (``architecture="3,3,3"``, ...) -> ``{field: (value, dest)}``."""
+  out = {}
+  for dest, field in fields.items():
+    if dest in args:
+      value = args[dest]
+      if dest == "architecture":
+        value = [int(w) for w in str(value).split(",")] if isinstance(value, str) else value
+      out[field] = (value, dest)
+  return out

@@ -36,7 +36,6 @@ tensor (``state_dict/final_layer.bias``). Tensors come back as numpy arrays
 from __future__ import annotations
 
 import collections
-import io
 import math
 import mmap
 import os
