@@ -26,7 +26,8 @@ from typing import Any
 
 from jaxpose.convert.configuration import ConfigReport, OriginalArg
 from jaxpose.convert.core import CheckpointError, Family
-from jaxpose.convert.temporal import TEMPORAL_ARG_FIELDS, temporal_from_args, temporal_widths
+from jaxpose.convert.temporal import (TEMPORAL_ARG_FIELDS, TEMPORAL_HIDDEN, temporal_from_args,
+                                      temporal_widths)
 from jaxpose.models import rie
 
 # common/arguments.py flags that shape the model, with run.py's defaults.
@@ -124,9 +125,7 @@ RIE = Family(
     description="RIEModel, paTRICK-swk/Pose3D-RIE common/model.py",
     key_pattern=r"(LocalLayer_\w+|GlobalInfo|FuseBlocks|Integration_\w+)\.",
     required=RIE_REQUIRED,
-    hidden={"causal": "causal and symmetric convolutions have the same weights (run.py "
-                      "--causal); a causal model converted as symmetric gives wrong poses",
-            "dropout": "dropout has no weights (run.py -drop); it matters for fine-tuning only"},
+    hidden=TEMPORAL_HIDDEN,
     from_original=lambda args: temporal_from_args(args, RIE_ARG_FIELDS),
     original_keys=tuple(RIE_ARG_FIELDS),
     original_args=RIE_ARGS,

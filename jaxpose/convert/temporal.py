@@ -14,6 +14,12 @@ Shapes = Mapping[str, tuple[int, ...]]
 # appear in a saved ``args`` namespace).
 TEMPORAL_ARG_FIELDS = {"architecture": "filter_widths", "causal": "causal",
                        "dropout": "dropout", "channels": "channels", "dense": "dense"}
+# Fields of both lifters that the weights cannot show -> why (the assumption warnings).
+TEMPORAL_HIDDEN = {
+    "causal": "causal and symmetric convolutions have the same weights (run.py --causal); a "
+              "causal model converted as symmetric gives wrong poses",
+    "dropout": "dropout has no weights (run.py -drop); it matters for fine-tuning only",
+}
 
 
 def _widths(text) -> tuple[int, ...]:

@@ -25,7 +25,8 @@ from typing import Any
 
 from jaxpose.convert.configuration import ConfigReport, OriginalArg
 from jaxpose.convert.core import CheckpointError, Family
-from jaxpose.convert.temporal import TEMPORAL_ARG_FIELDS, temporal_from_args, temporal_widths
+from jaxpose.convert.temporal import (TEMPORAL_ARG_FIELDS, TEMPORAL_HIDDEN, temporal_from_args,
+                                      temporal_widths)
 from jaxpose.models import videopose3d
 
 Shapes = Mapping[str, tuple[int, ...]]
@@ -101,9 +102,7 @@ VIDEOPOSE3D = Family(
     description="VideoPose3D TemporalModel, facebookresearch/VideoPose3D common/model.py",
     key_pattern=r"(expand_conv|expand_bn|layers_conv|layers_bn|shrink)\.",
     required=("expand_conv.weight", "shrink.weight"),
-    hidden={"causal": "causal and symmetric convolutions have the same weights (run.py "
-                      "--causal); a causal model converted as symmetric gives wrong poses",
-            "dropout": "dropout has no weights (run.py -drop); it matters for fine-tuning only"},
+    hidden=TEMPORAL_HIDDEN,
     from_original=lambda args: temporal_from_args(args, TEMPORAL_ARG_FIELDS),
     original_keys=tuple(TEMPORAL_ARG_FIELDS),
     original_args=VIDEOPOSE3D_ARGS,
