@@ -239,10 +239,26 @@ def config_fields(cls: type) -> dict[str, Any]:
 
 
 def _tuple_of_ints(hint: Any) -> bool:
-  args = [a for a in typing.get_args(hint) if a is not type(None)]
-  if typing.get_origin(hint) is tuple:
-    return all(a in (int, Ellipsis) for a in typing.get_args(hint))
-  return any(_tuple_of_ints(a) for a in args)
+  return typing.get_origin(hint) is tuple and all(
+      a in (int, Ellipsis) for a in typing.get_args(hint))
+
+
+def _as_int(value: Any) -> int:
+  if isinstance(value, bool):
+    raise TypeError
+  if isinstance(value, str):
+    return int(value.strip())
+  if int(value) != float(value):
+    raise TypeError
+  return int(value)
+
+
+def _as_bool(value: Any) -> bool:
+  if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+    return value.strip().lower() == "true"
+  if not isinstance(value, bool):
+    raise TypeError
+  return value
 
 
 def coerce(cls: type, field: str, value: Any) -> Any:
@@ -253,27 +269,22 @@ def coerce(cls: type, field: str, value: Any) -> Any:
   """
   hint = config_fields(cls)[field]
   allows_none = type(None) in typing.get_args(hint)
-  if isinstance(value, str):
-    text = value.strip()
-    if allows_none and text.lower() in ("none", "null", ""):
-      return None
-    if _tuple_of_ints(hint):
-      value = [int(v) for v in text.strip("()[] ").split(",") if v.strip()] if text else []
-  if value is None and allows_none:
-    return None
-  plain = typing.get_args(hint) and allows_none
-  target = next(a for a in typing.get_args(hint) if a is not type(None)) if plain else hint
+  target = next(a for a in typing.get_args(hint) if a is not type(None)) if allows_none else hint
+  raw = value
   try:
+    if allows_none and (value is None or (isinstance(value, str)
+                                          and value.strip().lower() in ("none", "null", ""))):
+      return None
+    if _tuple_of_ints(target):
+      if isinstance(value, str):
+        value = [v for v in value.strip().strip("()[]").split(",") if v.strip()]
+      if not isinstance(value, (list, tuple)):
+        raise TypeError
+      return tuple(_as_int(v) for v in value)
     if target is bool:
-      if isinstance(value, str) and value.lower() in ("true", "false"):
-        return value.lower() == "true"
-      if not isinstance(value, bool):
-        raise TypeError
-      return value
+      return _as_bool(value)
     if target is int:
-      if isinstance(value, bool) or int(value) != float(value):
-        raise TypeError
-      return int(value)
+      return _as_int(value)
     if target is float:
       if isinstance(value, bool):
         raise TypeError
@@ -282,7 +293,7 @@ def coerce(cls: type, field: str, value: Any) -> Any:
       return str(value)
     return base.from_plain(target, value)
   except (TypeError, ValueError):
-    raise ValueError(f"{cls.name} field {field!r}: {value!r:.60} is not a valid "
+    raise ValueError(f"{cls.name} field {field!r}: {raw!r:.60} is not a valid "
                      f"{getattr(target, '__name__', target)}") from None
 
 

@@ -51,9 +51,10 @@ def detect_family(shapes: Mapping[str, tuple[int, ...]], families: Mapping[str, 
 
 
 def _describe_fit(fam: Family, shapes: Mapping[str, tuple[int, ...]], fit: int) -> str:
-  extra = [k for k in shapes if k not in set(fam.fitting_keys(shapes))]
   if fit == len(shapes):
     return f"a {fam.name} checkpoint"
+  fitting = set(fam.fitting_keys(shapes))
+  extra = [k for k in shapes if k not in fitting]
   text = f"looks like a {fam.name} checkpoint ({fit} of {len(shapes)} tensor names fit)"
   if extra:
     shown = ", ".join(extra[:8]) + (f" and {len(extra) - 8} more" if len(extra) > 8 else "")
@@ -182,6 +183,7 @@ def _from_given_only(fam: Family, given: Mapping[str, Any], reason: str,
     config = cls(**given)
   except (TypeError, ValueError) as e:
     raise CheckpointError(f"{fam.name} configuration: {e}") from None
+  reason = reason if len(reason) <= 120 else reason[:117] + "..."
   for field in configuration.config_fields(cls):
     if field not in given and field != "dtype":
       report.assume(field, getattr(config, field),
