@@ -401,6 +401,15 @@ def test_shared_references_are_walked_once(tmp_path):
     node = node[0]
 
 
+def test_chained_rebuild_calls_run_without_recursion(tmp_path):
+  """5000 nested ``_rebuild_from_type_v2(_rebuild_from_type_v2, ...)`` calls: no stack."""
+  rebuild = p_global("torch._tensor", "_rebuild_from_type_v2")
+  args = p_tuple(p_global("torch", "Size"), NONE, p_tuple(p_tuple(p_int(7))), NONE)
+  for _ in range(5000):
+    args = p_tuple(rebuild, NONE, args, NONE)
+  assert torch_pickle.load(_zip_with_body(tmp_path, rebuild + args + REDUCE)) == (7,)
+
+
 def test_huge_memo_index_allocates_nothing(tmp_path):
   """LONG_BINPUT 2**32 - 16: the C unpickler sized its memo to that index (MemoryError)."""
   body = EMPTY_DICT + p_put(2**32 - 16) + MARK + p_str("a") + p_int(1) + SETITEMS

@@ -234,9 +234,18 @@ def _rebuild_parameter(data, *unused):
   return data
 
 
+class _DeferredCall:
+  """``func(*args)`` of ``_rebuild_from_type_v2``, run by the interpreter (``func`` is a
+  global of the pickle, resolved like any other)."""
+
+  def __init__(self, func: Any, args: Any):
+    self.func = func
+    self.args = args
+
+
 def _rebuild_from_type(func, new_type, args, state):
   del new_type, state
-  return ("call", func, args)  # resolved by the interpreter (func is itself a global)
+  return _DeferredCall(func, args)
 
 
 def _codecs_encode(text, encoding="utf-8"):
@@ -330,6 +339,13 @@ class _Interpreter:
     return _OpaqueGlobal(f"{module}.{name}")
 
   def _call(self, func: Any, args: Any, kwargs: dict | None = None) -> Any:
+    result = self._call_once(func, args, kwargs)
+    while isinstance(result, _DeferredCall):  # iterative: a chain costs no stack
+      self._spend(1)
+      result = self._call_once(result.func, result.args)
+    return result
+
+  def _call_once(self, func: Any, args: Any, kwargs: dict | None = None) -> Any:
     if not isinstance(args, tuple):
       raise CheckpointError("malformed call in the pickle (arguments are not a tuple)")
     if isinstance(func, _OpaqueGlobal):
@@ -342,10 +358,7 @@ class _Interpreter:
         self._spend(len(arg) if hasattr(arg, "__len__") else 1)
       if func.key == ("collections", "OrderedDict") and args:
         return _ordered_dict_from(args[0])
-    result = func.fn(*args)
-    if isinstance(result, tuple) and len(result) == 3 and result[0] == "call":
-      return self._call(result[1], result[2])
-    return result
+    return func.fn(*args)
 
   def run(self) -> Any:
     stack: list = []
