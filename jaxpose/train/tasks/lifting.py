@@ -20,18 +20,46 @@ frame's window instead, ``window_batch`` windows at a time (RIE's ``Evaluate_Gen
 
 The traced building blocks (``flip_keypoints``, ``unflip_poses``, ``lift_windows``) are
 what the lifting tasks' ``predict`` runs inside ``jax.jit``.
+
+``LiftingTask`` is what the lifter tasks (``videopose3d.VideoPose3DTask``,
+``rie.RIETask``) share: the Human3.6M-format data (one 2D source of ``h36m_poses`` or
+``synthetic_mocap``, cut into receptive-field windows by ``jaxpose.data.sequences``),
+the per-epoch BatchNorm momentum decay, the scoring by the dataset's
+``H36MProtocols`` evaluator (protocols #1-#3 and MPJVE per action, as ``run.py``) with
+the mean-pose baseline, and the printed table.
+
+Config fields read (``configs/videopose3d_h36m.py`` documents each against the
+original's flags): ``model`` (its ``filter_widths`` and ``causal`` give the windows),
+``data.{dataset, builder_config, data_dir, manual_dir, train_split, eval_split,
+keypoints_2d (-k), subjects_train (-str), subjects_test (-ste), actions (-a), subset,
+downsample, stride (-s), augment (not -no-da), num_workers}``, ``train.{seed,
+bn_momentum}``, ``eval.{flip_test (not -no-tta), batch_size, original_args}``.
 """
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+import logging
+import math
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from flax import nnx
 
+from jaxpose import convert, datasets, models
 from jaxpose.data import keypoints as kp
+from jaxpose.data import mocap_format, pipeline, sequences
+from jaxpose.evaluation import h36m as h36m_eval
+from jaxpose.geometry import h36m_cameras
+from jaxpose.models import temporal
+from jaxpose.train import weights
+from jaxpose.train.tasks import base
+
+logger = logging.getLogger(__name__)
 
 Array = jax.Array
 
@@ -199,3 +227,318 @@ def lift_sequence(model: nnx.Module, keypoints: np.ndarray, *,
     poses = _lift_jit(model, windows, keypoint_flip, joint_flip, flip_test)
     out.append(np.asarray(poses)[: min(window_batch, num - start), 0])
   return np.concatenate(out)
+
+
+# ----------------------------------------------------------------------------------------
+# The task base of the lifters
+# ----------------------------------------------------------------------------------------
+
+
+def bn_momentum(epoch: jax.Array, epochs: float, initial: float, final: float) -> jax.Array:
+  """*Traced.* ``run.py``'s BatchNorm momentum (PyTorch convention) during ``epoch``.
+
+  ``initial * exp(-epoch / epochs * ln(initial / final))``: ``initial`` in the first
+  epoch, ``final`` after the last (``run.py`` sets it after every epoch with the new epoch
+  count).
+  """
+  return initial * jnp.exp(-epoch / epochs * math.log(initial / final))
+
+
+def set_bn_momentum(batch_norms: Sequence[Any], momentum: jax.Array) -> None:
+  """Sets PyTorch-convention ``momentum`` on jaxpose BatchNorms (``1 - momentum`` in
+  Flax's convention); inside the traced loss, so the decay never recompiles."""
+  for bn in batch_norms:
+    bn.momentum = 1.0 - momentum
+
+
+def _subjects(value) -> tuple[str, ...] | None:
+  """A config's subject list (``"S1,S5"`` or a sequence) -> tuple; empty -> None (all)."""
+  if value is None:
+    return None
+  items = value.split(",") if isinstance(value, str) else list(value)
+  items = tuple(s.strip() for s in items if s and s.strip())
+  return items or None
+
+
+def _actions(value) -> tuple[str, ...] | None:
+  """``data.actions``: ``'*'``/None/empty for all, else prefixes (``"Walk,Sit"``)."""
+  if value in (None, "", "*"):
+    return None
+  return _subjects(value)
+
+
+class LiftingTask(base.Task):
+  """The data, BatchNorm decay, evaluation data and scoring of the 2D -> 3D lifters.
+
+  Subclasses define ``loss``, ``predict`` (``lift_windows`` of their pose network) and
+  ``predict_windows`` (how the evaluation data is cut and predicted: whole sequences or
+  fixed-size batches of windows), ``model_name`` (the ``config.model.name`` they take),
+  ``input_joints`` and ``pose_batch_norms`` (what ``run.py``'s ``set_bn_momentum``
+  decays).
+  """
+  model_name: str = ""
+  best_metric = "MPJPE"
+  best_mode = "min"
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self.config = config
+    if config.model.name != self.model_name:
+      raise ValueError(f"task {config.task!r} trains {self.model_name!r} models, the config's "
+                       f"model is {config.model.name!r}")
+    self.model_config = weights.model_config(config)
+    d = config.data
+    self.dataset = datasets.dataset(d.dataset)
+    if not isinstance(self.dataset.evaluator, datasets.H36MProtocols):
+      lifting = sorted(n for n, e in datasets.DATASETS.items()
+                       if isinstance(e.evaluator, datasets.H36MProtocols))
+      raise ValueError(f"dataset {d.dataset!r} has no 3D pose sequences; the lifters train on "
+                       f"one of {lifting}")
+    if self.output_joints != self.dataset.keypoints.num_keypoints:
+      raise ValueError(f"the model predicts {self.output_joints} joints, {d.dataset} has the "
+                       f"{self.dataset.keypoints.num_keypoints} joints of "
+                       f"{self.dataset.keypoints.name!r}")
+    if int(d.stride) < 1:
+      raise ValueError(f"data.stride (run.py -s) must be >= 1, got {d.stride}")
+    self.receptive_field = temporal.receptive_field(self.model_config.filter_widths)
+    self.causal = bool(self.model_config.causal)
+    data_dir = os.path.expanduser(d.data_dir)
+    self.train_ref = pipeline.DatasetRef(d.dataset, data_dir, d.train_split, d.builder_config)
+    self.eval_ref = pipeline.DatasetRef(d.dataset, data_dir, d.eval_split, d.builder_config)
+    self._train_seqs: sequences.PoseSequences | None = None
+    self._eval_seqs: sequences.PoseSequences | None = None
+    self._mean_pose: np.ndarray | None = None
+
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict) -> "LiftingTask":
+    return cls(config)
+
+  # -- what subclasses say about their model ----------------------------------------------
+
+  @property
+  def input_joints(self) -> int:
+    """2D joints per frame the model takes."""
+    raise NotImplementedError
+
+  @property
+  def output_joints(self) -> int:
+    """3D joints per frame the (pose) model predicts."""
+    raise NotImplementedError
+
+  # -- data -------------------------------------------------------------------------------
+
+  def window_spec(self, chunk_length: int = 1) -> sequences.WindowSpec:
+    """Receptive field and causality of the model, ``chunk_length`` output frames."""
+    return sequences.WindowSpec(self.receptive_field, chunk_length, self.causal)
+
+  def prepare_data(self) -> None:
+    """Builds ``synthetic_mocap`` if missing (``h36m_poses`` needs ``data.manual_dir``)."""
+    from jaxpose.data import builders
+    d = self.config.data
+    builders.build_dataset(self.dataset.name, os.path.expanduser(d.data_dir),
+                           manual_dir=d.manual_dir, config=d.builder_config)
+
+  def load(self, ref: pipeline.DatasetRef, subjects, **kwargs) -> sequences.PoseSequences:
+    """One split's sequences of ``data.keypoints_2d``, checked for this model.
+
+    Raises:
+      KeyError: the 2D source is not in the dataset (listing its sources).
+      ValueError: subjects not in the split, no sequence of ``data.actions``, a 2D source
+        with another joint count than the model takes, non-finite values.
+    """
+    d = self.config.data
+    seqs = sequences.load_sequences(ref, d.keypoints_2d, subjects=_subjects(subjects),
+                                    actions=_actions(d.get("actions")),
+                                    downsample=int(d.downsample), **kwargs)
+    if seqs.keypoints.shape[1] != self.input_joints:
+      raise ValueError(f"the 2D source {d.keypoints_2d!r} of {ref.name} has "
+                       f"{seqs.keypoints.shape[1]} joints, the model takes {self.input_joints}; "
+                       "pick a source with the model's joints (data.keypoints_2d) or a model "
+                       "for this source")
+    for what, array in (("2D keypoints", seqs.keypoints), ("3D poses", seqs.positions)):
+      if array is not None and not np.isfinite(array).all():
+        frame = int(np.flatnonzero(~np.isfinite(array).reshape(len(array), -1).all(1))[0])
+        seq = int(np.searchsorted(seqs.offsets, frame, side="right") - 1)
+        raise ValueError(f"{ref}: {what} of {seqs.subjects[seq]} {seqs.actions[seq]!r} camera "
+                         f"{seqs.camera_index[seq]} are not finite (frame "
+                         f"{frame - seqs.offsets[seq]}); rebuild the dataset (the builders skip "
+                         "such sequences)")
+    return seqs
+
+  def train_sequences(self) -> sequences.PoseSequences:
+    """The labeled training sequences (``data.subjects_train``, ``data.subset``), cached."""
+    if self._train_seqs is None:
+      d = self.config.data
+      self._train_seqs = self.load(self.train_ref, d.subjects_train, subset=float(d.subset))
+    return self._train_seqs
+
+  def eval_sequences(self) -> sequences.PoseSequences:
+    """The evaluation sequences (``data.subjects_test``), cached."""
+    if self._eval_seqs is None:
+      self._eval_seqs = self.load(self.eval_ref, self.config.data.subjects_test)
+    return self._eval_seqs
+
+  def mean_pose(self) -> np.ndarray:
+    """``[J, 3]`` the training set's mean root-relative pose (the baseline), float64."""
+    if self._mean_pose is None:
+      pos = self.train_sequences().positions.astype(np.float64)
+      self._mean_pose = np.mean(pos - pos[:, :1], axis=0)
+    return self._mean_pose
+
+  def labeled_iterator(self, batch_size: int, process_index: int, process_count: int
+                       ) -> tuple[Any, int]:
+    """``(iterator, chunks per epoch)`` of the labeled training windows."""
+    d = self.config.data
+    seqs = self.train_sequences()
+    spec = self.window_spec(int(d.stride))
+    iterator = sequences.train_iterator(
+        seqs, spec, batch_size=batch_size, seed=self.config.train.seed,
+        augment=bool(d.augment), num_workers=int(d.num_workers), process_index=process_index,
+        process_count=process_count)
+    return iterator, len(sequences.chunk_pairs(seqs.lengths, spec.chunk_length, bool(d.augment)))
+
+  # -- the train step (traced) ------------------------------------------------------------
+
+  def step_hparams(self, step: jax.Array, schedule: base.Schedule) -> dict[str, jax.Array]:
+    """``epoch`` (float) and ``bn_momentum`` (PyTorch convention, ``train.bn_momentum`` =
+    (initial, final) decayed over ``total_steps / steps_per_epoch`` epochs)."""
+    epoch = (step // schedule.steps_per_epoch).astype(jnp.float32)
+    initial, final = self.config.train.bn_momentum
+    epochs = schedule.total_steps / schedule.steps_per_epoch
+    return {"epoch": epoch, "bn_momentum": bn_momentum(epoch, epochs, initial, final)}
+
+  # -- evaluation -------------------------------------------------------------------------
+
+  def flip_permutations(self) -> tuple[np.ndarray, np.ndarray]:
+    """``(2D, 3D)`` flip permutations of the evaluated source and of the 3D joints."""
+    seqs = self.eval_sequences()
+    return seqs.keypoint_flip, seqs.joint_flip
+
+  def predict_windows(self, ctx: base.EvalContext, seqs: sequences.PoseSequences
+                      ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """This process's predictions as ``(sequence [n], frame [n], poses [n, J, 3])``
+    parts (every process calls the collectives the same number of times)."""
+    raise NotImplementedError
+
+  def predict_dataset(self, ctx: base.EvalContext) -> base.Columns:
+    """Columns ``sequence``, ``frame``, ``predicted`` ``[n, J, 3]`` (this process's rows)."""
+    seqs = self.eval_sequences()
+    if len(seqs) == 0:
+      raise ValueError(f"no evaluation sequences in {self.eval_ref}")
+    parts = self.predict_windows(ctx, seqs)
+    j = self.output_joints
+    return {"sequence": np.concatenate([np.zeros(0, np.int64)] + [p[0] for p in parts]
+                                       ).astype(np.int64),
+            "frame": np.concatenate([np.zeros(0, np.int64)] + [p[1] for p in parts]
+                                    ).astype(np.int64),
+            "predicted": np.concatenate([np.zeros((0, j, 3), np.float32)] + [p[2] for p in parts]
+                                        ).astype(np.float32)}
+
+  def missing_cameras(self) -> int:
+    """Camera sequences the evaluated recordings lack (skipped when the dataset was built:
+    a missing camera or NaN in one of its files)."""
+    seqs = self.eval_sequences()
+    counts: dict[tuple[str, str], int] = {}
+    for subject, action in zip(seqs.subjects, seqs.actions):
+      counts[(subject, action)] = counts.get((subject, action), 0) + 1
+    cameras = len(h36m_cameras.H36M_INTRINSICS)
+    return sum(max(cameras - n, 0) for n in counts.values())
+
+  def score(self, predictions: base.Columns, ctx: base.EvalContext) -> dict[str, float]:
+    """The dataset's ``H36MProtocols`` on every process's predictions (process 0)."""
+    seqs = self.eval_sequences()
+    seq, frame = predictions["sequence"], predictions["frame"]
+    if len(seq) != seqs.num_frames:
+      raise ValueError(f"{len(seq)} predicted frames for the {seqs.num_frames} frames of "
+                       f"{self.eval_ref}")
+    index = seqs.offsets[seq] + frame
+    target = seqs.positions[index] - seqs.positions[index, :1]
+    action_id = np.asarray([mocap_format.action_id(a) for a in seqs.actions], np.int64)[seq]
+    baseline = np.linalg.norm(target - self.mean_pose(), axis=-1).mean(axis=-1)
+    metrics = self.dataset.evaluator(
+        self.eval_ref, {"sequence": seq, "frame": frame, "action_id": action_id,
+                        "predicted": predictions["predicted"], "target": target,
+                        "baseline_error": baseline},
+        keypoints=self.dataset.keypoints, options=self.config.eval, workdir=ctx.workdir)
+    missing = self.missing_cameras()
+    if missing:
+      logger.warning("%s: %d camera sequences of the evaluated recordings are missing (skipped "
+                     "when the dataset was built); the protocols average the others", self.eval_ref,
+                     missing)
+    return {**metrics, "missing camera sequences": float(missing)}
+
+  def metrics_table(self, metrics: Mapping[str, float]) -> str:
+    """The protocol table and VideoPose3D's printed lines, after what was evaluated."""
+    c, d = self.config, self.config.data
+    subjects = ",".join(_subjects(d.subjects_test) or ("all",))
+    header = (f"{c.model.name} (receptive field {self.receptive_field}"
+              f"{', causal' if self.causal else ''}) on {d.dataset}/{d.eval_split} "
+              f"[{subjects}], 2D source {d.keypoints_2d!r}, test-time flip "
+              f"{'on' if c.eval.flip_test else 'off'}: {int(metrics.get('sequences', 0))} "
+              f"sequences, {int(metrics.get('frames', 0))} frames")
+    missing = int(metrics.get("missing camera sequences", 0))
+    if missing:
+      header += f" ({missing} camera sequences missing from the dataset)"
+    return h36m_eval.protocol_report(metrics, flip_test=bool(c.eval.flip_test), header=header)
+
+  # -- loading weights --------------------------------------------------------------------
+
+  def load_pose_model(self, path: str) -> nnx.Module:
+    """The pose model of ``path`` (``--mode=eval --checkpoint``): a jaxpose run, a
+    ``jaxpose.convert`` directory, or an original ``.bin``; with ``eval.original_args``
+    (the ``run.py`` flags it was trained with, e.g. ``"-arc 3,3,3,3,3 --causal"``) a
+    ``.bin`` is read with those flags and must describe ``config.model``.
+
+    Raises:
+      ValueError: the checkpoint's architecture differs from ``config.model`` (naming
+        the fields).
+    """
+    cfg = self.model_config
+    args = self.config.eval.get("original_args") or ""
+    if args and os.path.isfile(path):
+      model, found, _ = convert.convert_file(path, original_args=args)
+      found = found.replace(dtype=cfg.dtype)
+      if found != cfg:
+        fields = [f"{f}: file {getattr(found, f)!r}, config {getattr(cfg, f)!r}"
+                  for f in cfg.__dataclass_fields__ if getattr(found, f) != getattr(cfg, f)]
+        raise ValueError(f"{path} read with {args!r} is not the config's model: "
+                         + "; ".join(fields))
+      return model if found.dtype == "float32" else weights.load_weights(path, cfg)
+    return weights.load_weights(path, cfg)
+
+  def load_model(self, path: str) -> nnx.Module:
+    return self.load_pose_model(path)
+
+
+class KeyedIterator:
+  """A checkpointable iterator of dicts keeping only ``keys`` (what the loss reads)."""
+
+  def __init__(self, inner: Any, keys: Sequence[str]):
+    self.inner, self.keys = inner, tuple(keys)
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    batch = next(self.inner)
+    return {k: batch[k] for k in self.keys}
+
+  def get_state(self) -> dict:
+    return self.inner.get_state()
+
+  def set_state(self, state: dict) -> None:
+    self.inner.set_state(state)
+
+
+class PairedIterator:
+  """Labeled and unlabeled batches side by side (``run.py`` zips its generators); the
+  checkpoint holds both positions."""
+
+  def __init__(self, labeled: Any, unlabeled: Any):
+    self.labeled, self.unlabeled = labeled, unlabeled
+
+  def __next__(self) -> dict[str, dict[str, np.ndarray]]:
+    return {"labeled": next(self.labeled), "unlabeled": next(self.unlabeled)}
+
+  def get_state(self) -> dict:
+    return {"labeled": self.labeled.get_state(), "unlabeled": self.unlabeled.get_state()}
+
+  def set_state(self, state: dict) -> None:
+    self.labeled.set_state(state["labeled"])
+    self.unlabeled.set_state(state["unlabeled"])
