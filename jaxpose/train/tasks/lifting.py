@@ -50,7 +50,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from jaxpose import convert, datasets, models
+from jaxpose import convert, datasets
 from jaxpose.data import keypoints as kp
 from jaxpose.data import mocap_format, pipeline, sequences
 from jaxpose.evaluation import h36m as h36m_eval
@@ -251,7 +251,7 @@ def set_bn_momentum(batch_norms: Sequence[Any], momentum: jax.Array) -> None:
     bn.momentum = 1.0 - momentum
 
 
-def _subjects(value) -> tuple[str, ...] | None:
+def subject_list(value) -> tuple[str, ...] | None:
   """A config's subject list (``"S1,S5"`` or a sequence) -> tuple; empty -> None (all)."""
   if value is None:
     return None
@@ -260,11 +260,11 @@ def _subjects(value) -> tuple[str, ...] | None:
   return items or None
 
 
-def _actions(value) -> tuple[str, ...] | None:
+def action_prefixes(value) -> tuple[str, ...] | None:
   """``data.actions``: ``'*'``/None/empty for all, else prefixes (``"Walk,Sit"``)."""
   if value in (None, "", "*"):
     return None
-  return _subjects(value)
+  return subject_list(value)
 
 
 class LiftingTask(base.Task):
@@ -346,8 +346,8 @@ class LiftingTask(base.Task):
         with another joint count than the model takes, non-finite values.
     """
     d = self.config.data
-    seqs = sequences.load_sequences(ref, d.keypoints_2d, subjects=_subjects(subjects),
-                                    actions=_actions(d.get("actions")),
+    seqs = sequences.load_sequences(ref, d.keypoints_2d, subjects=subject_list(subjects),
+                                    actions=action_prefixes(d.get("actions")),
                                     downsample=int(d.downsample), **kwargs)
     if seqs.keypoints.shape[1] != self.input_joints:
       raise ValueError(f"the 2D source {d.keypoints_2d!r} of {ref.name} has "
@@ -395,6 +395,30 @@ class LiftingTask(base.Task):
         augment=bool(d.augment), num_workers=int(d.num_workers), process_index=process_index,
         process_count=process_count)
     return iterator, len(sequences.chunk_pairs(seqs.lengths, spec.chunk_length, bool(d.augment)))
+
+  def example_batch(self, batch_size: int, seed: int = 0) -> dict[str, Any]:
+    """A random batch with the structure, shapes and dtypes of ``train_data``'s (for
+    benchmarks and tests): 2D keypoints in ``[-1, 1]``, root-relative poses of about
+    0.2 m, trajectories 3-6 m in front of a Human3.6M camera."""
+    rs = np.random.RandomState(seed)
+    stride = int(self.config.data.stride)
+    frames = self.receptive_field + stride - 1
+    keypoints = lambda: rs.uniform(-1, 1, (batch_size, frames, self.input_joints, 2))
+    poses = rs.normal(0, 0.2, (batch_size, stride, self.output_joints, 3))
+    labeled = {"keypoints_2d": keypoints().astype(np.float32),
+               "positions_3d": (poses - poses[:, :, :1]).astype(np.float32)}
+    if not self.unlabeled_subjects:
+      return labeled
+    trajectory = rs.uniform([-1, -1, 3], [1, 1, 6], (batch_size, stride, 1, 3))
+    camera = mocap_format.camera_values("S1", 0)["intrinsic"]
+    return {"labeled": {**labeled, "trajectory": trajectory.astype(np.float32)},
+            "unlabeled": {"keypoints_2d": keypoints().astype(np.float32),
+                          "camera": np.tile(camera, (batch_size, 1)).astype(np.float32)}}
+
+  @property
+  def unlabeled_subjects(self) -> tuple[str, ...] | None:
+    """``data.subjects_unlabeled`` (semi-supervised training when set)."""
+    return subject_list(self.config.data.get("subjects_unlabeled"))
 
   # -- the train step (traced) ------------------------------------------------------------
 
@@ -469,7 +493,7 @@ class LiftingTask(base.Task):
   def metrics_table(self, metrics: Mapping[str, float]) -> str:
     """The protocol table and VideoPose3D's printed lines, after what was evaluated."""
     c, d = self.config, self.config.data
-    subjects = ",".join(_subjects(d.subjects_test) or ("all",))
+    subjects = ",".join(subject_list(d.subjects_test) or ("all",))
     header = (f"{c.model.name} (receptive field {self.receptive_field}"
               f"{', causal' if self.causal else ''}) on {d.dataset}/{d.eval_split} "
               f"[{subjects}], 2D source {d.keypoints_2d!r}, test-time flip "
@@ -502,7 +526,7 @@ class LiftingTask(base.Task):
                   for f in cfg.__dataclass_fields__ if getattr(found, f) != getattr(cfg, f)]
         raise ValueError(f"{path} read with {args!r} is not the config's model: "
                          + "; ".join(fields))
-      return model if found.dtype == "float32" else weights.load_weights(path, cfg)
+      return model if cfg.dtype == "float32" else weights.load_weights(path, cfg)
     return weights.load_weights(path, cfg)
 
   def load_model(self, path: str) -> nnx.Module:

@@ -30,7 +30,6 @@ from collections.abc import Mapping
 
 import jax
 import ml_collections
-import numpy as np
 from flax import nnx
 from tqdm import tqdm
 

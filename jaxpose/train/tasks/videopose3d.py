@@ -75,7 +75,7 @@ class VideoPose3DTask(lifting.LiftingTask):
   def __init__(self, config: ml_collections.ConfigDict):
     super().__init__(config)
     d = config.data
-    self.semi = bool(lifting._subjects(d.get("subjects_unlabeled")))
+    self.semi = bool(self.unlabeled_subjects)
     cfg = self.model_config
     # run.py: TemporalModelOptimized1f when stride == 1, not dense, optimizations enabled.
     self.single_frame = int(d.stride) == 1 and not cfg.dense
@@ -83,8 +83,8 @@ class VideoPose3DTask(lifting.LiftingTask):
       if cfg.num_joints_out != kp.H36M_NUM_JOINTS:
         raise ValueError("semi-supervised training needs the 17 Human3.6M joints (its bone "
                          f"length term uses their skeleton), the model has {cfg.num_joints_out}")
-      overlap = set(lifting._subjects(d.subjects_unlabeled)) & set(
-          lifting._subjects(d.subjects_train) or ())
+      overlap = set(self.unlabeled_subjects) & set(
+          lifting.subject_list(d.subjects_train) or ())
       if overlap:
         raise ValueError(f"subjects {sorted(overlap)} are both labeled (data.subjects_train) "
                          "and unlabeled (data.subjects_unlabeled)")
