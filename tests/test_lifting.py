@@ -527,7 +527,8 @@ SHARDED_SCRIPT = textwrap.dedent("""
     from jaxpose.train.tasks import base
     assert jax.device_count() == 8
     config = videopose3d_h36m.get_config("semi=1,warmup=1")
-    config.model.update(filter_widths=(3, 3), channels=16, dtype="float64")
+    config.model.update(filter_widths=(3, 3), channels=16)
+    config.train.dtype = "float64"
     task = tasks.make_task(config)
     plan = base.Schedule(1, 10)  # step 0: warm-up; steps 1, 2: semi-supervised
     tdef, _, params, bs = S.split_model(task.init_model())
@@ -559,3 +560,104 @@ def test_sharded_lifter_step_equals_single_device_step():
   assert result.returncode == 0, result.stderr[-3000:]
   worst = float(result.stdout.split("MAXDIFF")[1])
   assert worst < 1e-11, worst
+
+
+# ----------------------------------------------------------------------------------------
+# --mode=eval of a converted checkpoint == the original evaluate() on the same predictions
+# ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def h36m_dir(tmp_path_factory) -> str:
+  from tests.test_builders_3d import _write_manual  # VideoPose3D's files, with their quirks
+  manual = tmp_path_factory.mktemp("h36m_manual")
+  _write_manual(manual)
+  path = tmp_path_factory.mktemp("h36m_tfds")
+  builders.build_dataset("h36m_poses", path, manual_dir=manual)
+  return str(path)
+
+
+def _original_checkpoint(cfg, path: Path) -> Path:
+  """A ``run.py`` checkpoint (``{'epoch', 'model_pos'}``) of synthetic weights
+  (``tests/conformance/synth_weights.py`` rules), BatchNorm counters included."""
+  from tests.conformance import synth_weights
+  names = convert.export_state_dict(models.build_model(cfg), cfg)
+  tensors = [[k, list(np.shape(v)), "float32"] for k, v in names.items()]
+  tensors += [[k.rsplit(".", 1)[0] + ".num_batches_tracked", [], "int64"]
+              for k in names if k.endswith("running_mean")]
+  manifest = {"tensors": tensors, "checkpoint": {"prefix": "", "wrap": "model_pos",
+                                                 "extra": {"epoch": 80}}}
+  return synth_weights.write_checkpoint(manifest, path)
+
+
+def _procrustes_error(p: np.ndarray, t: np.ndarray) -> np.ndarray:
+  """Per-frame error after the best similarity transform (scale, proper rotation, shift)."""
+  out = []
+  for a, b in zip(p.astype(np.float64), t.astype(np.float64)):
+    a0, b0 = a - a.mean(0), b - b.mean(0)
+    u, s, vt = np.linalg.svd(a0.T @ b0)
+    d = np.sign(np.linalg.det(u @ vt))
+    rot = u @ np.diag([1, 1, d]) @ vt
+    scale = (s * [1, 1, d]).sum() / (a0 ** 2).sum()
+    out.append(np.linalg.norm(scale * a0 @ rot + b.mean(0) - b, axis=-1).mean())
+  return np.asarray(out)
+
+
+def _run_py_evaluate(predictions, targets, actions) -> dict[str, float]:
+  """run.py's evaluate() arithmetic per action: sums of T * error per whole sequence over
+  the action's frames; action-wise averages; millimeters."""
+  table = {}
+  for action in sorted(set(actions)):
+    sums, frames = np.zeros(4), 0
+    for p, t, a in zip(predictions, targets, actions):
+      if a != action:
+        continue
+      p, t = p.astype(np.float64), t.astype(np.float64)
+      e1 = np.linalg.norm(p - t, axis=-1).mean()
+      scale = (t * p).sum(axis=(1, 2), keepdims=True) / (p * p).sum(axis=(1, 2), keepdims=True)
+      e3 = np.linalg.norm(scale * p - t, axis=-1).mean()
+      ev = np.linalg.norm(np.diff(p, axis=0) - np.diff(t, axis=0), axis=-1).mean()
+      sums += len(p) * np.array([e1, _procrustes_error(p, t).mean(), e3, ev])
+      frames += len(p)
+    table[action] = 1000 * sums / frames
+  return table
+
+
+def test_eval_of_a_converted_checkpoint_reproduces_run_py_evaluate(h36m_dir, tmp_path, capsys):
+  config = _config("videopose3d_h36m", "frames=27,channels=32,train=S1")
+  config.data.data_dir = h36m_dir
+  cfg = models.model_config(config.model)
+  original = _original_checkpoint(cfg, tmp_path / "pretrained_h36m_cpn.bin")
+  convert.convert_checkpoint(original, tmp_path / "converted", original_args="-arc 3,3,3 -ch 32")
+  metrics = loop.evaluate(config, str(tmp_path / "eval"), str(tmp_path / "converted"))
+  out = capsys.readouterr().out
+  config.eval.original_args = "-arc 3,3,3 -ch 32"
+  assert loop.evaluate(config, str(tmp_path / "eval_bin"), str(original)) == pytest.approx(metrics)
+
+  # The same predictions, scored with run.py's arithmetic written out here.
+  model, _ = convert.load_converted(tmp_path / "converted")
+  ref = sequences.DatasetRef("h36m_poses", h36m_dir, "validation")
+  seqs = sequences.load_sequences(ref, "cpn_ft_h36m_dbb", subjects=("S9", "S11"))
+  predictions, targets, actions = [], [], []
+  for i in range(len(seqs)):
+    lo, hi = seqs.offsets[i], seqs.offsets[i + 1]
+    predictions.append(lifting.lift_sequence(model, seqs.keypoints[lo:hi]))
+    targets.append(seqs.positions[lo:hi] - seqs.positions[lo:hi, :1])
+    actions.append(seqs.actions[i].split(" ")[0])
+  want = _run_py_evaluate(predictions, targets, actions)
+  assert sorted(want) == h36m.protocol_actions(metrics) == [
+      "Directions", "Eating", "Sitting", "Walking"]  # S11 'Directions' is dropped, 'Directions 1' not
+  for action, values in want.items():
+    got = [metrics[f"{n}/{action}"] for n in ("MPJPE", "P-MPJPE", "N-MPJPE", "MPJVE")]
+    np.testing.assert_allclose(got, values, rtol=1e-5, err_msg=action)
+  assert metrics["MPJPE"] == pytest.approx(np.mean([v[0] for v in want.values()]), rel=1e-5)
+  # S9 'Walking 1' camera 1 (2D shorter than 3D) and S9 'Sitting' camera 2 (NaN) were
+  # skipped by the builder: counted and shown, not silently averaged away.
+  assert metrics["missing camera sequences"] == 2 and metrics["sequences"] == len(seqs) == 14
+  assert "(2 camera sequences missing from the dataset)" in out
+  assert "Protocol #3 (N-MPJPE) action-wise average:" in out and "----Eating----" in out
+  assert json.loads((tmp_path / "eval" / "eval_metrics.json").read_text())["MPJPE"] == (
+      pytest.approx(metrics["MPJPE"]))
+  config.eval.original_args = "-arc 3,3,3 -ch 32 --causal"
+  with pytest.raises(ValueError, match="causal: file True, config False"):
+    loop.evaluate(config, str(tmp_path / "eval_causal"), str(original))

@@ -280,7 +280,8 @@ class RIEModel(nnx.Module):
       features.append(decoder(jnp.concatenate(parts, axis=-1), rngs).reshape(b, -1, 3))
     grouped = jnp.concatenate(features, axis=1)  # [B, 17, 3] in group order
     poses = jnp.take(grouped, _RIE_UNGROUP, axis=1)
-    return {"poses": poses[:, None].astype(jnp.float32)}
+    out = jnp.promote_types(poses.dtype, jnp.float32)  # float32, float64 for float64 models
+    return {"poses": poses[:, None].astype(out)}
 
   def __call__(self, keypoints: Array, *, rngs: nnx.Rngs | None = None) -> dict[str, Array]:
     """Lifts one receptive field of 2D keypoints.

@@ -125,7 +125,8 @@ class VideoPose3D(TemporalConvNet):
 
   def _poses(self, y: Array) -> dict[str, Array]:
     b, t = y.shape[:2]
-    return {"poses": y.reshape(b, t, self.config.num_joints_out, 3).astype(jnp.float32)}
+    out = jnp.promote_types(y.dtype, jnp.float32)  # float32, float64 for float64 models
+    return {"poses": y.reshape(b, t, self.config.num_joints_out, 3).astype(out)}
 
   def __call__(self, keypoints: Array, *, rngs: nnx.Rngs | None = None) -> dict[str, Array]:
     """Dilated forward over a whole sequence.

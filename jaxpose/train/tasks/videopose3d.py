@@ -194,7 +194,7 @@ class VideoPose3DTask(lifting.LiftingTask):
     loss_3d = h36m_eval.mpjpe(poses[:n], labeled["positions_3d"])
     gt_traj = labeled["trajectory"]
     loss_traj = h36m_eval.weighted_mpjpe(traj[:n], gt_traj, 1.0 / gt_traj[..., 2])
-    zero = jnp.zeros((), jnp.float32)
+    zero = jnp.zeros((), loss_3d.dtype)
     loss_2d, bone = zero, zero
     total = loss_3d + loss_traj
     if semi:
@@ -213,8 +213,10 @@ class VideoPose3DTask(lifting.LiftingTask):
         bones = jnp.linalg.norm(poses[:, :, 1:] - poses[:, :, parents], axis=-1).mean(axis=1)
         bone = jnp.mean(jnp.abs(bones[:n].mean(axis=0) - bones[n:].mean(axis=0)))
         total = total + bone
-    return total, {"loss_3d": loss_3d, "loss_traj": loss_traj, "loss_2d_unlabeled": loss_2d,
-                   "bone_length": bone}
+    metrics = {"loss_3d": loss_3d, "loss_traj": loss_traj, "loss_2d_unlabeled": loss_2d,
+               "bone_length": bone}
+    # One dtype for both branches of the warm-up ``lax.cond``.
+    return total, {k: v.astype(loss_3d.dtype) for k, v in metrics.items()}
 
   # -- evaluation ---------------------------------------------------------------------------
 
