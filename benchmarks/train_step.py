@@ -18,6 +18,7 @@ momentum; the semi-supervised branch from its first epoch on).
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 
 import jax
@@ -37,6 +38,18 @@ CONFIGS = ("quickstart", "hrnet_coco", "hrnet_coco:w=48", "hrnet_coco:size=384x2
 
 
 LIFTER_CONFIGS = ("quickstart_3d", "videopose3d_h36m", "rie_h36m")
+
+
+def split_specs(text: str) -> list[str]:
+  """``"a,b:x=1,y=2,c"`` -> ``["a", "b:x=1,y=2", "c"]``: a piece with ``=`` but no ``:``
+  continues the previous config's arguments."""
+  specs: list[str] = []
+  for piece in text.split(","):
+    if specs and "=" in piece and ":" not in piece:
+      specs[-1] += "," + piece
+    else:
+      specs.append(piece)
+  return specs
 
 
 def load_config(spec: str):
@@ -79,8 +92,9 @@ def benchmark(spec: str, dtype: str, batch_per_device: int, repeats: int) -> dic
   train_state = jax.device_put(state_lib.init_train_state(params, batch_stats, tx, 0),
                                state_lib.replicated(mesh))
   train_state = train_state.replace(step=train_state.step + 10)
-  step = state_lib.make_train_step(train_def, task.loss, tx,
-                                   lambda s: task.step_hparams(s, plan))
+  phase = task.step_phase(10, plan)
+  loss = task.loss if phase is None else functools.partial(task.loss, phase=phase)
+  step = state_lib.make_train_step(train_def, loss, tx, lambda s: task.step_hparams(s, plan))
   example = task.example_batch(batch) if is_lifter else random_batch(config, batch)
   data = state_lib.global_batch(example, mesh)
   jitted = jax.jit(step, in_shardings=(state_lib.replicated(mesh), state_lib.batch_sharding(mesh)),
@@ -107,7 +121,7 @@ def main(argv=None) -> None:
   parser.add_argument("--repeats", type=int, default=3)
   args = parser.parse_args(argv)
   rows = []
-  for spec in args.configs.split(","):
+  for spec in split_specs(args.configs):
     lifter = spec.split(":")[0] in LIFTER_CONFIGS
     for dtype in args.dtypes.split(","):
       per_device = args.windows_per_device if lifter else args.batch_per_device

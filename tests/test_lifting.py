@@ -2,6 +2,7 @@
 training steps, stages, resume, sharding and the evaluation of a converted checkpoint."""
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import subprocess
@@ -284,32 +285,49 @@ def _tiny(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return config
 
 
-def _step(task, *, steps_per_epoch=1, total_steps=10, dtype=None):
-  """A jitted train step of the task's loss, optimizer and hyper-parameters."""
+def _step(task, *, steps_per_epoch=1, total_steps=10):
+  """``(initial state, step)``: ``step(state, batch)`` runs the jitted train step of the
+  task's loss (in the phase the loop would use), optimizer and hyper-parameters."""
   plan = base.Schedule(steps_per_epoch, total_steps)
   model = task.init_model()
   train_def, _, params, batch_stats = state_lib.split_model(model)
   tx, _ = task.optimizer(model, plan)
   state = state_lib.init_train_state(params, batch_stats, tx, 0)
-  step = jax.jit(state_lib.make_train_step(train_def, task.loss, tx,
-                                           lambda s: task.step_hparams(s, plan)))
+  compiled = {}
+
+  def step(state, batch):
+    phase = task.step_phase(int(state.step), plan)
+    if phase not in compiled:
+      loss = task.loss if phase is None else functools.partial(task.loss, phase=phase)
+      compiled[phase] = jax.jit(state_lib.make_train_step(
+          train_def, loss, tx, lambda s: task.step_hparams(s, plan)))
+    return compiled[phase](state, batch)
+
   return state, step
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name,arg", [("videopose3d_h36m", "stride=3"), ("rie_h36m", "stage=2"),
                                       ("quickstart_3d", None)])
-def test_every_lifter_config_runs_one_train_step(name, arg):
+def test_every_lifter_config_runs_one_train_step(name, arg, tmp_path):
   """The config's real loss and optimizer at a 9-frame receptive field (stride 3: the
-  dilated model over 3-frame chunks)."""
-  task = tasks.make_task(_tiny(_config(name, arg)))
+  dilated model over 3-frame chunks; RIE stage 2: from a stage-1 file, encoders frozen)."""
+  config = _tiny(_config(name, arg))
+  if config.init.kind == "checkpoint":
+    previous = models.model_config(config.model).replace(stage=1)
+    config.init.path = str(_save_original(models.build_model(previous), previous,
+                                          tmp_path / "stage_1_epoch_80.bin"))
+  task = tasks.make_task(config)
   state, step = _step(task)
   new, metrics = step(state, task.example_batch(8))
   assert int(new.step) == 1 and np.isfinite(float(metrics["loss"]))
   assert float(metrics["hparams/bn_momentum"]) == pytest.approx(0.1)
-  moved = [not np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(state.params),
-                                                   jax.tree_util.tree_leaves(new.params))]
-  assert all(moved)
+  for path, old in jax.tree_util.tree_leaves_with_path(state.params):
+    now = new.params
+    for key in path:
+      now = now[key.key]
+    frozen = any(getattr(key, "key", None) in getattr(task, "frozen", ()) for key in path)
+    assert np.array_equal(np.asarray(old), np.asarray(now)) == frozen, path
 
 
 def test_semi_supervised_warmup_ignores_the_unlabeled_half_then_uses_it():
@@ -517,6 +535,7 @@ def test_lifter_run_resumes_exactly_and_prints_the_protocols(mocap_dir, tmp_path
 
 
 SHARDED_SCRIPT = textwrap.dedent("""
+    import functools
     import os
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
     import jax
@@ -534,15 +553,17 @@ SHARDED_SCRIPT = textwrap.dedent("""
     tdef, _, params, bs = S.split_model(task.init_model())
     f64 = lambda t: jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), t)
     tx, _ = task.optimizer(task.build_model(), plan)
-    step = S.make_train_step(tdef, task.loss, tx, lambda s: task.step_hparams(s, plan))
+    steps = {p: S.make_train_step(tdef, functools.partial(task.loss, phase=p), tx,
+                                  lambda s: task.step_hparams(s, plan))
+             for p in ("warmup", "semi")}
     batch = f64(task.example_batch(16))
     results = {}
     for n in (1, 8):
       mesh = S.make_mesh(jax.devices()[:n])
       st = jax.device_put(S.init_train_state(f64(params), f64(bs), tx, 0), S.replicated(mesh))
-      fn = S.jit_train_step(step, mesh)
-      for _ in range(3):
-        st, m = fn(st, S.global_batch(batch, mesh))
+      fns = {p: S.jit_train_step(f, mesh) for p, f in steps.items()}
+      for k in range(3):
+        st, m = fns[task.step_phase(k, plan)](st, S.global_batch(batch, mesh))
       assert float(m["hparams/semi"]) == 1.0
       results[n] = jax.tree_util.tree_map(np.asarray, (st.params, st.batch_stats, st.opt_state))
     worst = max(float(np.max(np.abs(a - b))) for a, b in zip(
@@ -554,7 +575,7 @@ SHARDED_SCRIPT = textwrap.dedent("""
 @pytest.mark.slow
 def test_sharded_lifter_step_equals_single_device_step():
   """8 fake CPU devices vs 1 for semi-supervised VideoPose3D (float64; the global-batch
-  BatchNorm statistics, the warm-up branch and the semi-supervised branch)."""
+  BatchNorm statistics, the warm-up phase and the semi-supervised phase)."""
   result = subprocess.run([sys.executable, "-c", SHARDED_SCRIPT], capture_output=True,
                           text=True, cwd=REPO, timeout=900)
   assert result.returncode == 0, result.stderr[-3000:]

@@ -275,6 +275,10 @@ def _weighted(items: Sequence[tuple[float, int]]) -> float:
   return float(sum(e * t for e, t in kept) / total) if total else float("nan")
 
 
+def _error(sequence: SequenceErrors, name: str) -> float:
+  return sequence.baseline if name == BASELINE_METRIC else sequence.errors[name]
+
+
 def protocol_metrics(sequences: Sequence[SequenceErrors]) -> dict[str, float]:
   """Per-action and action-wise average errors in millimeters, as ``run.py`` computes them.
 
@@ -303,8 +307,7 @@ def protocol_metrics(sequences: Sequence[SequenceErrors]) -> dict[str, float]:
   for action in actions:
     mine = [s for s in sequences if s.action == action]
     for name in names:
-      value = (lambda s: s.baseline) if name == BASELINE_METRIC else (lambda s, n=name: s.errors[n])
-      out[f"{name}/{action}"] = 1000.0 * _weighted([(value(s), s.frames) for s in mine])
+      out[f"{name}/{action}"] = 1000.0 * _weighted([(_error(s, name), s.frames) for s in mine])
   for name in names:
     out[name] = float(np.mean([out[f"{name}/{a}"] for a in actions]))
   out.update(frames=float(sum(s.frames for s in sequences)), sequences=float(len(sequences)),

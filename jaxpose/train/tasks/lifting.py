@@ -270,11 +270,12 @@ def action_prefixes(value) -> tuple[str, ...] | None:
 class LiftingTask(base.Task):
   """The data, BatchNorm decay, evaluation data and scoring of the 2D -> 3D lifters.
 
-  Subclasses define ``loss``, ``predict`` (``lift_windows`` of their pose network) and
-  ``predict_windows`` (how the evaluation data is cut and predicted: whole sequences or
-  fixed-size batches of windows), ``model_name`` (the ``config.model.name`` they take),
-  ``input_joints`` and ``pose_batch_norms`` (what ``run.py``'s ``set_bn_momentum``
-  decays).
+  Subclasses define ``model_name`` (the ``config.model.name`` they take),
+  ``input_joints`` / ``output_joints``, ``train_data``, ``loss`` (which sets the decayed
+  ``bn_momentum`` on the BatchNorms their original decays, ``set_bn_momentum``),
+  ``predict`` (``lift_windows`` of their pose network) and ``predict_windows`` (how the
+  evaluation data is cut and predicted: whole sequences, or fixed-size batches of
+  windows).
   """
   model_name: str = ""
   best_metric = "MPJPE"

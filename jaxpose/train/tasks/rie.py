@@ -75,6 +75,9 @@ class RIETask(lifting.LiftingTask):
     if int(config.data.stride) != 1:
       raise ValueError(f"RIE predicts one frame per window: data.stride must be 1, got "
                        f"{config.data.stride}")
+    if self.unlabeled_subjects:
+      raise ValueError("Pose3D-RIE has no semi-supervised training: leave "
+                       "data.subjects_unlabeled empty")
     self.stage = int(self.model_config.stage)
     # Stage 2 freezes the encoders it loads from stage 1 (run.py's -p).
     self.frozen = (rie_model.RIE_STAGES[self.stage]["frozen"]

@@ -24,8 +24,8 @@ what facebookresearch/VideoPose3D ``run.py`` does:
   intrinsics (``loss.projection``; distortion-free with ``loss.linear_projection``) and
   the bone-length term (``loss.bone_length``: mean absolute difference of the mean bone
   lengths of the labeled and unlabeled predictions). During warm-up only the supervised
-  pose and trajectory losses run, on the labeled half alone (``jax.lax.cond`` on the
-  traced epoch: one compilation).
+  pose and trajectory losses run, on the labeled half alone: two training phases
+  (``step_phase``: 'warmup', 'semi'), each compiled once.
 
 Difference from ``run.py``: the reprojection target of a causal model is the 2D pose of
 the predicted frame (``run.py`` slices ``[pad:-pad]`` of the window, which for causal
@@ -143,7 +143,8 @@ class VideoPose3DTask(lifting.LiftingTask):
   # -- the train step (traced) ------------------------------------------------------------
 
   def step_hparams(self, step: jax.Array, schedule: base.Schedule) -> dict[str, jax.Array]:
-    """``LiftingTask``'s, plus ``semi`` (1 from epoch ``loss.warmup`` on) when semi."""
+    """``LiftingTask``'s, plus ``semi`` (1 from epoch ``loss.warmup`` on; logged, the
+    computation follows ``step_phase``) when semi-supervised."""
     hparams = super().step_hparams(step, schedule)
     if self.semi:
       hparams["semi"] = (hparams["epoch"] >= self.config.loss.warmup).astype(jnp.float32)
@@ -157,27 +158,24 @@ class VideoPose3DTask(lifting.LiftingTask):
       return net.single_frame(keypoints, rngs=rngs)["poses"]
     return net(keypoints, rngs=rngs)["poses"]
 
+  def step_phase(self, step: int, schedule: base.Schedule) -> str | None:
+    """Semi-supervised: 'warmup' for the first ``loss.warmup`` epochs, then 'semi'."""
+    if not self.semi:
+      return None
+    return "semi" if step // schedule.steps_per_epoch >= self.config.loss.warmup else "warmup"
+
   def loss(self, model: nnx.Module, batch: base.Batch, rng: jax.Array,
-           hparams: Mapping[str, jax.Array]) -> tuple[jax.Array, dict[str, jax.Array]]:
+           hparams: Mapping[str, jax.Array], phase: str | None = None
+           ) -> tuple[jax.Array, dict[str, jax.Array]]:
     if not self.semi:
       lifting.set_bn_momentum(model.batch_norms(), hparams["bn_momentum"])
       predicted = self.forward(model, batch["keypoints_2d"], rng)
       loss = h36m_eval.mpjpe(predicted, batch["positions_3d"])
       return loss, {"loss_3d": loss}
-    graphdef, state = nnx.split(model)
-
-    def branch(semi: bool):
-      def run(state, batch, rng, momentum):
-        merged = nnx.merge(graphdef, state)
-        out = self.semi_loss(merged, batch, rng, momentum, semi=semi)
-        return out + (nnx.state(merged),)
-      return run
-
-    loss, metrics, new_state = jax.lax.cond(
-        hparams["semi"] > 0, branch(True), branch(False), state, batch, rng,
-        hparams["bn_momentum"])
-    nnx.update(model, new_state)
-    return loss, metrics
+    if phase not in ("warmup", "semi"):
+      raise ValueError(f"semi-supervised VideoPose3D trains in phases 'warmup' and 'semi' "
+                       f"(step_phase), got {phase!r}")
+    return self.semi_loss(model, batch, rng, hparams["bn_momentum"], semi=phase == "semi")
 
   def semi_loss(self, model: PoseAndTrajectory, batch: base.Batch, rng: jax.Array,
                 momentum: jax.Array, *, semi: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -213,10 +211,8 @@ class VideoPose3DTask(lifting.LiftingTask):
         bones = jnp.linalg.norm(poses[:, :, 1:] - poses[:, :, parents], axis=-1).mean(axis=1)
         bone = jnp.mean(jnp.abs(bones[:n].mean(axis=0) - bones[n:].mean(axis=0)))
         total = total + bone
-    metrics = {"loss_3d": loss_3d, "loss_traj": loss_traj, "loss_2d_unlabeled": loss_2d,
-               "bone_length": bone}
-    # One dtype for both branches of the warm-up ``lax.cond``.
-    return total, {k: v.astype(loss_3d.dtype) for k, v in metrics.items()}
+    return total, {"loss_3d": loss_3d, "loss_traj": loss_traj, "loss_2d_unlabeled": loss_2d,
+                   "bone_length": bone}
 
   # -- evaluation ---------------------------------------------------------------------------
 
