@@ -93,7 +93,8 @@ def test_tasks_validate_the_config_against_the_table():
     tasks.make_task(config)
   config = _quickstart()
   config.task = "integral"
-  with pytest.raises(ValueError, match=r"unknown task 'integral'; valid: \['heatmap', 'mspn'\]"):
+  with pytest.raises(ValueError, match=r"unknown task 'integral'; valid: \['heatmap', 'mspn', "
+                                       r"'rie', 'videopose3d'\]"):
     tasks.make_task(config)
 
 
