@@ -220,6 +220,14 @@ class TopDownTask(base.Task):
     ``[N, 2]`` -> ``(keypoints [N, K, 2] image pixels, scores [N, K])``."""
     raise NotImplementedError
 
+  def decode_traced(self, heatmaps: jax.Array, center: jax.Array, scale: jax.Array
+                    ) -> tuple[jax.Array, jax.Array]:
+    """*Traced* ``decode`` (the same numbers, for exported inference graphs): ``(keypoints
+    [N, K, 2] image pixels, scores [N, K])``. Methods without one raise
+    ``NotImplementedError`` (export their heatmaps and decode on the host)."""
+    raise NotImplementedError(f"{type(self).__name__} has no traced decoding; export the "
+                              "heatmaps (--no-decode) and decode them on the host")
+
   def predict_dataset(self, ctx: base.EvalContext) -> base.Columns:
     """Crops of this process's share of every evaluation batch -> decoded keypoints.
 
