@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from jaxpose import fileio
-from jaxpose.inference.media import MediaItem
+from jaxpose.inference.media import MediaItem, media_kind
 
 PERSON_CATEGORY_ID = 1
 
@@ -178,8 +178,10 @@ class FileBoxes:
           if not str(frame).lstrip("-").isdigit():
             raise BoxFileError(f"{where}: frame keys must be integers, got {frame!r}")
           by_name[(base, int(frame))] = _box_rows(rows, f"{where} frame {frame}")
-      elif (isinstance(value, list) and value and isinstance(value[0], list) and value[0]
-            and isinstance(value[0][0], list)):  # a video: one list per frame
+      elif media_kind(base) == "video":  # a video: one list of boxes per frame
+        if not isinstance(value, list):
+          raise BoxFileError(f"{where}: a video's boxes are a list with one list per frame "
+                             "or a dict frame -> boxes")
         for frame, rows in enumerate(value):
           by_name[(base, frame)] = _box_rows(rows, f"{where} frame {frame}")
       else:
