@@ -53,6 +53,8 @@ def test_3d_pose_datasets_use_the_h36m_keypoint_set():
     entry = datasets.dataset(name)
     assert entry.keypoints is kp.H36M and entry.keypoints.num_keypoints == 17
     assert entry.person_instances is None
+    assert isinstance(entry.evaluator, datasets.H36MProtocols)
+    assert (entry.evaluator.default_metric, entry.evaluator.mode) == ("MPJPE", "min")
 
 
 def test_every_builder_has_a_table_entry():

@@ -183,6 +183,9 @@ class RIEModel(nnx.Module):
   centre frame, or the last one when causal). Train mode needs ``rngs`` for dropout.
   """
   Config = RIEConfig
+  # Exactly one receptive field in, one frame out: sequences are lifted window by window
+  # (``jaxpose.train.tasks.lifting.lift_sequence``).
+  predicts_sequences: ClassVar[bool] = False
 
   def __init__(self, config: RIEConfig, *, rngs: nnx.Rngs):
     if config.stage not in RIE_STAGES:

@@ -99,6 +99,9 @@ class VideoPose3D(TemporalConvNet):
   and dropout: pass ``rngs=nnx.Rngs(dropout=key)``. ``model.eval()`` for inference.
   """
   Config = VideoPose3DConfig
+  # Any T >= receptive_field input frames give T - receptive_field + 1 output frames (whole
+  # sequences in one call; ``jaxpose.train.tasks.lifting.lift_sequence`` relies on it).
+  predicts_sequences: ClassVar[bool] = True
 
   def __init__(self, config: VideoPose3DConfig, *, rngs: nnx.Rngs):
     if min(config.num_joints_in, config.in_features, config.num_joints_out) < 1:
