@@ -54,6 +54,9 @@ def parser() -> argparse.ArgumentParser:
   p.add_argument("--lift-input", default=None, choices=("coco", "h36m"),
                  help="2D joint order the lifter was trained on (coco for VideoPose3D's "
                       "pretrained_h36m_detectron_coco.bin, h36m for pretrained_h36m_cpn.bin)")
+  p.add_argument("--lift-args", default=None,
+                 help="an original lifter file's run.py arguments for what its weights do not "
+                      "show, e.g. '-arc 3,3,3 --causal'")
   p.add_argument("--no-lift-flip", action="store_true", help="no test-time flip for the lifter")
   return p
 
@@ -71,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
   try:
     result = runner.run(args.inputs, args.model, args.output, options=options,
                         config=args.config, checkpoint=args.checkpoint, lift=args.lift,
-                        lift_layout=args.lift_input)
+                        lift_layout=args.lift_input, lift_args=args.lift_args)
   except (ValueError, OSError, boxes_lib.DetectorUnavailableError) as e:
     print(f"jaxpose predict: error: {e}", file=sys.stderr)
     return 1

@@ -131,17 +131,12 @@ def lifter_function(loaded: LoadedModel, *, flip_test: bool = False,
                        f"{sorted(lifting.INPUT_LAYOUTS)}")
     layout = lifting.INPUT_LAYOUTS[lift_layout]
     input_flip = kp.flip_permutation(layout.num_keypoints, layout.flip_pairs)
-  whole = not isinstance(model, lifting_task.lifters.RIEModel)
+  whole = bool(getattr(model, "predicts_sequences", True))
 
   def fn(keypoints_2d):
     if not flip_test:
-      return {"poses": model(keypoints_2d)["poses"]}
-    mirrored = keypoints_2d[:, :, input_flip] * jnp.asarray([-1.0, 1.0], keypoints_2d.dtype)
-    both = jnp.stack([keypoints_2d, mirrored], axis=1)  # [B, 2, T, J, 2]
-    b = keypoints_2d.shape[0]
-    poses = model(both.reshape(-1, *keypoints_2d.shape[1:]))["poses"]
-    poses = poses.reshape(b, 2, *poses.shape[1:])
-    return {"poses": jax.vmap(lambda p: lifting_task.flip_average(p, joint_flip))(poses)}
+      return {"poses": lifting_task.lift_windows(model, keypoints_2d, None, None)}
+    return {"poses": lifting_task.lift_windows(model, keypoints_2d, input_flip, joint_flip)}
 
   time_dim = "t" if whole else rf
   notes = {"model": cfg.name, "receptive_field": rf, "flip_test": bool(flip_test),

@@ -9,10 +9,10 @@
    Human3.6M-order inputs (``pretrained_h36m_cpn.bin``, RIE);
 2. normalised by the frame size (``normalize_screen_coordinates``: ``[0, w]`` -> ``[-1,
    1]``);
-3. edge-padded by the receptive field on both sides (``eval_sequences``; a video shorter
-   than the receptive field is padded the same way, with a warning);
-4. lifted by the full model over the whole sequence, with the horizontally flipped
-   sequence averaged in (test-time augmentation): ``jaxpose.train.tasks.lifting``;
+3. edge-padded by the receptive field on both sides (a video shorter than the receptive
+   field is padded the same way, with a warning), lifted by the full model over the whole
+   sequence, with the horizontally flipped sequence averaged in (test-time
+   augmentation): the lifting tasks' ``jaxpose.train.tasks.lifting.lift_sequence``;
 
 giving root-relative 3D joints ``[T, 17, 3]`` in the lifter's units (metres for the
 Human3.6M lifters), Human3.6M joint order, camera axes (x right, y down, z forward).
@@ -24,12 +24,9 @@ from __future__ import annotations
 import logging
 import warnings
 
-import jax
 import numpy as np
-from flax import nnx
 
 from jaxpose.data import keypoints as kp
-from jaxpose.data import sequences
 from jaxpose.geometry.camera import normalize_screen_coordinates
 from jaxpose.inference.loading import LoadedModel
 from jaxpose.train.tasks import lifting as lifting_task
@@ -119,14 +116,6 @@ class Lifter:
       raise LiftError(f"{loaded.source}: the lifter outputs {self.num_joints_out} joints; "
                       "in-the-wild lifting supports 17 Human3.6M joints")
     self.receptive_field = int(model.receptive_field)
-    self.spec = sequences.WindowSpec(self.receptive_field,
-                                     causal=bool(getattr(loaded.model_config, "causal", False)))
-    self.joint_flip = kp.flip_permutation(kp.H36M_NUM_JOINTS, kp.H36M_FLIP_PAIRS)
-    graphdef, state = nnx.split(model)
-    self._state = state
-    flip = self.joint_flip if flip_test else None
-    self._predict = jax.jit(lambda st, x: lifting_task.predict_sequence(
-        nnx.merge(graphdef, st), x, flip))
 
   def to_input_layout(self, keypoints: np.ndarray, keypoint_set: kp.KeypointSet) -> np.ndarray:
     """2D keypoints of ``keypoint_set`` -> the lifter's layout, or ``LiftError``."""
@@ -151,9 +140,7 @@ class Lifter:
                     f"({self.receptive_field}); padded with copies of the first and last "
                     "frames", stacklevel=2)
     normalised = normalize_screen_coordinates(x, w=width, h=height)
-    layout_flip = kp.flip_permutation(self.layout.num_keypoints, self.layout.flip_pairs)
-    seqs = sequences.from_arrays([normalised], np.zeros((1, 9), np.float32),
-                                 keypoint_flip=layout_flip, joint_flip=self.joint_flip)
-    (batch,) = list(sequences.eval_sequences(seqs, self.spec, flip_test=self.flip_test))
-    poses = np.asarray(self._predict(self._state, batch["keypoints_2d"]))
-    return poses[:frames]
+    poses = lifting_task.lift_sequence(
+        self.loaded.model, normalised, keypoint_flip_pairs=self.layout.flip_pairs,
+        joint_flip_pairs=kp.H36M_FLIP_PAIRS, flip_test=self.flip_test)
+    return np.asarray(poses, np.float32)

@@ -153,7 +153,8 @@ def _prepare_for_inference(model: nnx.Module) -> nnx.Module:
 
 def load_model(spec: str | os.PathLike, *,
                config: str | os.PathLike | ml_collections.ConfigDict | None = None,
-               checkpoint: str | int | None = None, dtype: str | None = None) -> LoadedModel:
+               checkpoint: str | int | None = None, dtype: str | None = None,
+               original_args: str | None = None) -> LoadedModel:
   """The model named by ``spec``, in eval mode, with what inference needs.
 
   Args:
@@ -163,6 +164,9 @@ def load_model(spec: str | os.PathLike, *,
       directory or original file); overrides a workdir's ``config.json`` if given.
     checkpoint: for a workdir: 'best', 'latest' or a step (default: best, else latest).
     dtype: compute dtype override ('float32', 'bfloat16').
+    original_args: for an original lifter file without a config: the original's command
+      line for what its weights cannot show (``"-arc 3,3,3 --causal"``; see
+      ``jaxpose.convert``).
 
   Raises:
     ModelSpecError: the spec does not exist, is none of the above, or a 2D model comes
@@ -190,7 +194,7 @@ def load_model(spec: str | os.PathLike, *,
                          f"above), nor a jaxpose.convert directory ({convert.CONFIG_FILE})")
 
   if config is None:
-    return _load_without_config(path, spec, dtype)
+    return _load_without_config(path, spec, dtype, original_args)
   full = load_config(config)
   cfg = weights.model_config(full)
   if dtype:
@@ -202,12 +206,13 @@ def load_model(spec: str | os.PathLike, *,
   return LoadedModel(_prepare_for_inference(model), cfg, full, task, keypoint_set, path)
 
 
-def _load_without_config(path: str, spec, dtype: str | None) -> LoadedModel:
+def _load_without_config(path: str, spec, dtype: str | None, original_args: str | None
+                         ) -> LoadedModel:
   """A converted directory or an original file with no jaxpose config: lifters only."""
   if os.path.isdir(path):
     model, cfg = convert.load_converted(path, dtype=dtype)
   else:
-    model, cfg, _ = convert.convert_file(path)
+    model, cfg, _ = convert.convert_file(path, original_args=original_args)
     if dtype:
       model, cfg, _ = convert.convert_file(path, cfg.replace(dtype=dtype))
   if cfg.name not in LIFTER_FAMILIES:

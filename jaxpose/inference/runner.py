@@ -357,7 +357,7 @@ def _render_lift(path: str, reader, lifted: dict[str, np.ndarray], arrays, keypo
   the prediction rotated by a Human3.6M camera's orientation, feet on the ground)."""
   poses = lifted["poses_3d"]
   orientation = np.asarray(h36m_cameras.h36m_camera("S1", 0).orientation, np.float32)
-  world = np.asarray(camera_to_world(poses, orientation, np.zeros(3, np.float32)))
+  world = np.array(camera_to_world(poses, orientation, np.zeros(3, np.float32)))
   world[..., 2] -= world[..., 2].min()
   renderer = drawing.Skeleton3DRenderer(kp.H36M_PARENTS, kp.H36M_JOINTS_RIGHT,
                                         size_px=max(240, min(reader.height, 480)))
@@ -438,7 +438,7 @@ def _run_video(item, predictor, box_fn, options, outputs, lifter, result: Result
 def run(inputs: Sequence[str], model: str | LoadedModel, output_dir: str, *,
         options: Options = Options(), config=None, checkpoint=None,
         detector: boxes_lib.Detector | None = None, lift: str | LoadedModel | None = None,
-        lift_layout: str | None = None) -> Result:
+        lift_layout: str | None = None, lift_args: str | None = None) -> Result:
   """Predicts 2D poses (and 3D with ``lift``) for ``inputs``; see the module docstring.
 
   Args:
@@ -450,6 +450,7 @@ def run(inputs: Sequence[str], model: str | LoadedModel, output_dir: str, *,
     detector: the person detector of ``options.boxes='detect'`` (default: HOG).
     lift: a lifter spec (or loaded lifter) for the videos.
     lift_layout: the lifter's 2D input layout, 'coco' or 'h36m' (required with ``lift``).
+    lift_args: the lifter's original command line, for an original file (``--causal``).
   """
   start = time.perf_counter()
   items = media.expand_inputs(inputs)
@@ -461,7 +462,7 @@ def run(inputs: Sequence[str], model: str | LoadedModel, output_dir: str, *,
     if lift_layout is None:
       raise lifting_lib.LiftError("--lift needs --lift-input coco|h36m: the 2D keypoint order "
                                   "the lifter was trained on (the weights do not show it)")
-    lift_model = lift if isinstance(lift, LoadedModel) else load_model(lift)
+    lift_model = lift if isinstance(lift, LoadedModel) else load_model(lift, original_args=lift_args)
     lifter = lifting_lib.Lifter(lift_model, lift_layout, options.lift_flip_test)
     lifter.to_input_layout(np.zeros((1, predictor.keypoint_set.num_keypoints, 2)),
                            predictor.keypoint_set)  # a layout mismatch fails now
