@@ -1,10 +1,16 @@
-r"""Writes ``tests/data/quickstart_hrnet.pth``: the quickstart model, trained, in the original
-HRNet checkpoint layout (what ``torch.save(model.state_dict())`` of
-deep-high-resolution-net.pytorch's ``pose_hrnet`` would hold for this architecture).
+r"""Writes the trained quickstart models of the tests in the original projects' layouts.
+
+``tests/data/quickstart_hrnet.pth``: the 2D quickstart, as ``torch.save(model.state_dict())``
+of deep-high-resolution-net.pytorch's ``pose_hrnet`` would hold this architecture;
+``tests/data/quickstart_3d_vp3d.bin``: the 3D quickstart, as VideoPose3D's ``run.py`` saves
+checkpoints (``{"epoch", "model_pos"}``)::
 
     python launch.py --config=configs/quickstart.py --workdir=/tmp/jaxpose_quickstart
     python tests/data/make_quickstart_checkpoint.py /tmp/jaxpose_quickstart \
         tests/data/quickstart_hrnet.pth
+    python launch.py --config=configs/quickstart_3d.py --workdir=/tmp/jaxpose_quickstart_3d
+    python tests/data/make_quickstart_checkpoint.py /tmp/jaxpose_quickstart_3d \
+        tests/data/quickstart_3d_vp3d.bin
 
 The tests run ``jaxpose predict`` with it (``--model tests/data/quickstart_hrnet.pth
 --config configs/quickstart.py``): a trained model whose output can be checked against the
@@ -25,7 +31,8 @@ def main(workdir: str, out: str) -> None:
   from jaxpose.inference import load_model
   loaded = load_model(workdir, checkpoint="best")
   state = convert.export_state_dict(loaded.model, loaded.model_config)
-  torch.save({k: torch.from_numpy(v.copy()) for k, v in state.items()}, out)
+  tensors = {k: torch.from_numpy(v.copy()) for k, v in state.items()}
+  torch.save({"epoch": 0, "model_pos": tensors} if loaded.is_lifter else tensors, out)
   print(f"{workdir} (best) -> {out}: {len(state)} tensors, {os.path.getsize(out) / 1e6:.1f} MB")
 
 
