@@ -167,10 +167,15 @@ def _specs(f: InferenceFunction, rf: int | None = None) -> list[jax.ShapeDtypeSt
   return out
 
 
+def _time_constraint(f: InferenceFunction) -> int | None:
+  """The receptive field when the time axis is symbolic (``t >= rf``), else None."""
+  symbolic = any(d == "t" for _, shape, _ in f.inputs for d in shape)
+  return f.notes.get("receptive_field") if symbolic else None
+
+
 def export_stablehlo(f: InferenceFunction) -> jax.export.Exported:
   """The function exported by ``jax.export`` with a symbolic batch (and time) size."""
-  rf = f.notes.get("receptive_field") if any(d == "t" for _, s, _ in f.inputs for d in s) else None
-  return jax.export.export(jax.jit(f.fn))(*_specs(f, rf))
+  return jax.export.export(jax.jit(f.fn))(*_specs(f, _time_constraint(f)))
 
 
 def _signature(f: InferenceFunction, fmt: str, source: str) -> dict[str, Any]:
@@ -185,7 +190,9 @@ def save_savedmodel(f: InferenceFunction, out_dir: str) -> None:
   import tensorflow as tf
   from jax.experimental import jax2tf
   tf.config.set_visible_devices([], "GPU")
+  rf = _time_constraint(f)
   converted = jax2tf.convert(f.fn, polymorphic_shapes=f.symbolic_shapes(),
+                             polymorphic_constraints=() if rf is None else (f"t >= {rf}",),
                              with_gradient=False)
   signature = [tf.TensorSpec([None if (d is None or d == "t") else d for d in shape],
                              getattr(tf, dtype), name=name) for name, shape, dtype in f.inputs]
