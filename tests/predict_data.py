@@ -54,14 +54,14 @@ def single_person_scene(seed: int = 0, size: int = 256, margin: int = 40):
 
 
 def panning_video(path: str, num_frames: int = 10, crop: int = 200, step: int = 4,
-                  fps: float = 10.0):
+                  fps: float = 10.0, seed: int = 0):
   """A video panning over one scene (the figure drifts ``step`` px per frame to the left).
 
   Returns:
     ``(keypoints [T, 17, 2], area, boxes [T, 4])``: the figure's known keypoints, visible
     area and tight box in each frame.
   """
-  image, keypoints, _, area, box = single_person_scene()
+  image, keypoints, _, area, box = single_person_scene(seed)
   writer = media.VideoWriter(path, fps)
   kps, boxes = [], []
   top = (image.shape[0] - crop) // 2
