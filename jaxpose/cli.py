@@ -14,7 +14,7 @@ def main(argv: list[str] | None = None) -> int:
   if not argv or argv[0] not in COMMANDS:
     print(f"usage: jaxpose {{{','.join(COMMANDS)}}} ...  (jaxpose COMMAND --help)",
           file=sys.stderr)
-    return 1 if argv and argv[0] not in ("-h", "--help") else 0
+    return 0 if argv and argv[0] in ("-h", "--help") else 1
   import importlib
   return importlib.import_module(COMMANDS[argv[0]]).main(argv[1:])
 

@@ -354,3 +354,13 @@ def test_drawings_colour_left_right_and_render_3d():
   picture = renderer.render(pose)
   assert picture.shape == (200, 200, 3) and picture.std() > 0
   assert not np.array_equal(picture, renderer.render(pose * 0.5))
+
+
+def test_jaxpose_command_dispatches(capsys):
+  from jaxpose import cli
+  assert cli.main([]) == 1  # no command: usage
+  assert "usage: jaxpose {predict,export}" in capsys.readouterr().err
+  assert cli.main(["frobnicate"]) == 1
+  with pytest.raises(SystemExit) as e:
+    cli.main(["predict", "--help"])
+  assert e.value.code == 0 and "--lift-input" in capsys.readouterr().out

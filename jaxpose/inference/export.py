@@ -39,8 +39,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
-from flax import nnx
 
 from jaxpose import fileio
 from jaxpose.data import keypoints as kp
@@ -85,7 +83,7 @@ def pose2d_function(loaded: LoadedModel, *, flip_test: bool | None = None, decod
   """The 2D model's eval forward (+ decoding) as a pure function (module docstring)."""
   task = loaded.task
   if flip_test is not None and bool(flip_test) != bool(loaded.config.eval.flip_test):
-    task, _ = loading._inference_task(_with_flip_test(loaded.config, flip_test))
+    task, _ = loading.inference_task(_with_flip_test(loaded.config, flip_test))
   model = loaded.model
   spec = task.spec
   h, w = spec.input_size
@@ -242,8 +240,3 @@ def load_stablehlo(path: str) -> Callable[..., Any]:
     exported = jax.export.deserialize(bytearray(fh.read()))
   return exported.call
 
-
-def variables_fingerprint(model: nnx.Module) -> float:
-  """A cheap checksum of the weights (sum of absolute values), for export reports."""
-  return float(sum(np.abs(np.asarray(v)).sum()
-                   for v in jax.tree_util.tree_leaves(nnx.state(model))))

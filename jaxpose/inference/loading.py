@@ -132,7 +132,7 @@ def _training_checkpoint_path(path: str, checkpoint: str | int | None) -> str:
   return target
 
 
-def _inference_task(config: ml_collections.ConfigDict) -> tuple[base.Task, kp.KeypointSet]:
+def inference_task(config: ml_collections.ConfigDict) -> tuple[base.Task, kp.KeypointSet]:
   """The config's task built for inference only, with its dataset's keypoint set."""
   keypoint_set = datasets.dataset(config.data.dataset).keypoints
   cls = tasks_lib.task_class(config.task)
@@ -202,7 +202,7 @@ def load_model(spec: str | os.PathLike, *,
   model = weights.load_weights(path, cfg)
   if cfg.name in LIFTER_FAMILIES:
     return LoadedModel(_prepare_for_inference(model), cfg, full, None, None, path)
-  task, keypoint_set = _inference_task(full)
+  task, keypoint_set = inference_task(full)
   return LoadedModel(_prepare_for_inference(model), cfg, full, task, keypoint_set, path)
 
 

@@ -436,7 +436,7 @@ def _run_video(item, predictor, box_fn, options, outputs, lifter, result: Result
 
 
 def run(inputs: Sequence[str], model: str | LoadedModel, output_dir: str, *,
-        options: Options = Options(), config=None, checkpoint=None,
+        options: Options | None = None, config=None, checkpoint=None,
         detector: boxes_lib.Detector | None = None, lift: str | LoadedModel | None = None,
         lift_layout: str | None = None, lift_args: str | None = None) -> Result:
   """Predicts 2D poses (and 3D with ``lift``) for ``inputs``; see the module docstring.
@@ -453,6 +453,7 @@ def run(inputs: Sequence[str], model: str | LoadedModel, output_dir: str, *,
     lift_args: the lifter's original command line, for an original file (``--causal``).
   """
   start = time.perf_counter()
+  options = options or Options()
   items = media.expand_inputs(inputs)
   loaded = model if isinstance(model, LoadedModel) else load_model(model, config=config,
                                                                    checkpoint=checkpoint)
