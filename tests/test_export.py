@@ -152,3 +152,23 @@ def test_rie_export_takes_one_receptive_field(tmp_path):
   np.testing.assert_allclose(got, np.asarray(model(x)["poses"]), atol=1e-5)
   assert json.load(open(tmp_path / "r" / "signature.json"))["inputs"][0]["shape"] == [
       "batch", 9, 17, 2]
+
+
+def test_traced_decoding_equals_get_final_preds():
+  """``get_final_preds_jax`` (the exported decoding) against the numpy original's twin,
+  with peaks on the border (no refinement), non-positive maps (0, 0) and ties."""
+  import jax.numpy as jnp
+  from jaxpose.codecs import heatmap as codec
+  rng = np.random.default_rng(0)
+  maps = rng.random((6, 16, 12, 17)).astype(np.float32)
+  maps[0, ..., 2] = -1.0                      # maximum <= 0
+  maps[1, ..., 3] = 0.0
+  maps[1, 0, 5, 3] = 2.0                      # peak on the top row
+  maps[2, ..., 4] = 0.5                       # a plateau: the first maximum wins
+  center = rng.uniform(0, 300, (6, 2)).astype(np.float32)
+  scale = rng.uniform(0.2, 2.0, (6, 2)).astype(np.float32)
+  for post in (True, False):
+    want, want_max = codec.get_final_preds(maps, center, scale, post_process=post)
+    got, got_max = codec.get_final_preds_jax(jnp.asarray(maps), center, scale, post_process=post)
+    np.testing.assert_allclose(np.asarray(got), want, atol=1e-4)
+    np.testing.assert_array_equal(np.asarray(got_max), want_max)
