@@ -10,6 +10,10 @@ per setting: ground-truth persons, detections, true positives (greedy one-to-one
 by IoU, best score first), precision, recall, and images/s on this machine. Ground-truth
 boxes are the tight boxes of each figure's visible pixels, as the annotations store them;
 every annotated person counts, including small, truncated and occluded ones.
+
+OpenCV's HOG people detector is in opencv-python-headless < 5 (OpenCV 5 moved it out of the
+main package); with OpenCV 5 the detector raises ``DetectorUnavailableError``. The README's
+numbers were measured with opencv-python-headless 4.14 in a separate virtual environment.
 """
 from __future__ import annotations
 
