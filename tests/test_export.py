@@ -49,6 +49,7 @@ def _reference(loaded, images, center, scale):
   return heatmaps, poses.keypoints, poses.scores
 
 
+@pytest.mark.slow  # 25-85 s on 2 contended cores
 def test_cli_exports_an_original_pth_to_stablehlo_that_runs_without_jaxpose(quickstart, tmp_path):
   out = tmp_path / "hlo"
   proc = subprocess.run(
@@ -141,6 +142,7 @@ def test_lifter_export_with_flip_equals_jax(fmt, tmp_path):
     export.export_model(loaded, str(tmp_path / "y"), fmt, flip_test=True)
 
 
+@pytest.mark.slow  # 25-85 s on 2 contended cores
 def test_rie_export_takes_one_receptive_field(tmp_path):
   cfg = rie.RIEConfig.tiny()
   model = models.build_model(cfg, seed=0)

@@ -263,6 +263,7 @@ def test_video_main_track_empty_frame_and_drawn_video(quickstart, tmp_path):
     assert len(decoded) == 10 and decoded[0].shape == (200, 200, 3)
 
 
+@pytest.mark.slow  # 25-85 s on 2 contended cores
 def test_bad_inputs_are_reported_and_the_rest_processed(val_data, tmp_path):
   images, _, _ = val_data
   (tmp_path / "broken.jpg").write_bytes(b"garbage")
@@ -307,6 +308,7 @@ def _save_workdir(loaded, workdir: str, steps=(5, 9)) -> None:
   loaded.model.eval()
 
 
+@pytest.mark.slow  # 25-85 s on 2 contended cores
 def test_workdir_converted_and_pth_give_the_same_model(quickstart, tmp_path):
   from jaxpose import convert
   workdir = str(tmp_path / "run")
