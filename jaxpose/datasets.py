@@ -9,7 +9,8 @@
   (``topdown.ground_truth_instances`` for COCO-format data, MPII's own rules for
   ``mpii``), or None for datasets without per-person image annotations;
 * ``evaluator``: how predictions on one of its splits are scored (COCO keypoint AP,
-  MPII PCKh), with the default metric and whether higher is better.
+  MPII PCKh, the Human3.6M protocols), with the default metric and whether higher is
+  better.
 
 Tasks, configs and the pipeline read these facts from here; nothing compares dataset
 names. ``dataset(name)`` looks an entry up and lists the valid names for an unknown one.
@@ -27,14 +28,17 @@ takes the reader from its caller, so ``jaxpose.data`` never imports this module.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
 from typing import Any, Protocol
 
 import numpy as np
 
-from jaxpose.data import coco_format, pipeline, topdown
+from jaxpose import fileio
+from jaxpose.data import coco_format, mocap_format, pipeline, topdown
 from jaxpose.data import keypoints as kp
 from jaxpose.evaluation import coco as coco_eval
+from jaxpose.evaluation import h36m as h36m_eval
 from jaxpose.evaluation import mpii as mpii_eval
 
 Predictions = Mapping[str, np.ndarray]
@@ -134,6 +138,58 @@ class MPIIPCKh:
 
 
 @dataclasses.dataclass(frozen=True)
+class H36MProtocols:
+  """Human3.6M protocols #1-#3 and MPJVE per action (VideoPose3D ``run.py``'s evaluation).
+
+  Prediction columns (one row per evaluated frame, any order): ``sequence`` int ``[N]``
+  (one id per whole sequence: a subject, action and camera), ``frame`` int ``[N]`` (its
+  index in the sequence; every sequence's frames must be ``0 .. T-1`` once each),
+  ``action_id`` int ``[N]`` (index in ``mocap_format.H36M_ACTIONS``), ``predicted`` and
+  ``target`` float ``[N, J, 3]`` (root-relative, meters) and optionally
+  ``baseline_error`` float ``[N]`` (per-frame MPJPE of the mean-pose baseline, meters).
+  Options: ``flip_test`` (recorded with the results). Metrics in millimeters
+  (``h36m.protocol_metrics``), also written to ``workdir/results/h36m_protocols.json``.
+  """
+  default_metric: str = "MPJPE"
+  mode: str = "min"
+
+  def __call__(self, ref: pipeline.DatasetRef, predictions: Predictions, *,
+               keypoints: kp.KeypointSet, options: Mapping[str, Any], workdir: str
+               ) -> dict[str, float]:
+    del keypoints
+    order = np.lexsort((predictions["frame"], predictions["sequence"]))
+    columns = {k: np.asarray(v)[order] for k, v in predictions.items()}
+    seq, frame = columns["sequence"], columns["frame"]
+    starts = np.flatnonzero(np.r_[True, seq[1:] != seq[:-1]])
+    ends = np.r_[starts[1:], len(seq)]
+    sequences = []
+    for lo, hi in zip(starts, ends):
+      if not np.array_equal(frame[lo:hi], np.arange(hi - lo)):
+        raise ValueError(f"{ref}: sequence {seq[lo]} has frames missing or repeated among "
+                         f"its {hi - lo} predictions")
+      action = int(columns["action_id"][lo])
+      if not 0 <= action < len(mocap_format.H36M_ACTIONS):
+        raise ValueError(f"{ref}: sequence {seq[lo]} has action id {action}, not one of the "
+                         f"15 Human3.6M actions {mocap_format.H36M_ACTIONS}")
+      errors = h36m_eval.sequence_errors(mocap_format.H36M_ACTIONS[action],
+                                         columns["predicted"][lo:hi], columns["target"][lo:hi])
+      if "baseline_error" in columns:
+        errors = dataclasses.replace(
+            errors, baseline=float(np.mean(columns["baseline_error"][lo:hi])))
+      sequences.append(errors)
+    metrics = h36m_eval.protocol_metrics(sequences)
+    actions = h36m_eval.protocol_actions(metrics)
+    names = [n for n, _, _ in h36m_eval.PROTOCOLS] + (
+        [h36m_eval.BASELINE_METRIC] if h36m_eval.BASELINE_METRIC in metrics else [])
+    fileio.write_json(os.path.join(workdir, "results", "h36m_protocols.json"), {
+        "split": str(ref), "flip_test": bool(options.get("flip_test", False)),
+        "units": "mm", "average": {n: metrics[n] for n in names},
+        "per_action": {a: {n: metrics[f"{n}/{a}"] for n in names} for a in actions},
+        "frames": int(metrics["frames"]), "sequences": int(metrics["sequences"])}, indent=1)
+    return metrics
+
+
+@dataclasses.dataclass(frozen=True)
 class Dataset:
   """One entry of ``DATASETS`` (see the module docstring)."""
   name: str
@@ -148,10 +204,9 @@ DATASETS: dict[str, Dataset] = {
     "mpii": Dataset("mpii", kp.MPII, topdown.mpii_ground_truth_instances, MPIIPCKh()),
     "synthetic_people": Dataset("synthetic_people", kp.COCO, topdown.ground_truth_instances,
                                 CocoKeypointAP()),
-    # 3D pose sequences (no per-person image annotations); their evaluator comes with the
-    # lifting task.
-    "h36m_poses": Dataset("h36m_poses", kp.H36M, None, None),
-    "synthetic_mocap": Dataset("synthetic_mocap", kp.H36M, None, None),
+    # 3D pose sequences (no per-person image annotations).
+    "h36m_poses": Dataset("h36m_poses", kp.H36M, None, H36MProtocols()),
+    "synthetic_mocap": Dataset("synthetic_mocap", kp.H36M, None, H36MProtocols()),
 }
 
 

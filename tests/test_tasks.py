@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
@@ -51,6 +52,8 @@ def test_3d_pose_datasets_use_the_h36m_keypoint_set():
     entry = datasets.dataset(name)
     assert entry.keypoints is kp.H36M and entry.keypoints.num_keypoints == 17
     assert entry.person_instances is None
+    assert isinstance(entry.evaluator, datasets.H36MProtocols)
+    assert (entry.evaluator.default_metric, entry.evaluator.mode) == ("MPJPE", "min")
 
 
 def test_every_builder_has_a_table_entry():
@@ -88,7 +91,8 @@ def test_tasks_validate_the_config_against_the_table():
     tasks.make_task(config)
   config = _quickstart()
   config.task = "integral"
-  with pytest.raises(ValueError, match=r"unknown task 'integral'; valid: \['heatmap', 'mspn'\]"):
+  with pytest.raises(ValueError, match=r"unknown task 'integral'; valid: \['heatmap', 'mspn', "
+                                       r"'rie', 'videopose3d'\]"):
     tasks.make_task(config)
 
 
@@ -231,6 +235,28 @@ def test_a_new_task_trains_evaluates_and_keeps_the_lowest_error(fake, tmp_path):
   assert data == {"position": 9}
   # --mode=eval of the best checkpoint gives its metrics back.
   assert loop.evaluate(config, str(tmp_path), "best") == pytest.approx(best_meta["metrics"])
+
+
+class PhasedTask(fake_task.FakeTask):
+  """Epoch 0 is a warm-up whose loss leaves out the unlabeled term (a static change)."""
+  phases_traced: list = []
+
+  def step_phase(self, step, schedule):
+    return "warmup" if step < schedule.steps_per_epoch else "main"
+
+  def loss(self, model, batch, rng, hparams, phase=None):
+    PhasedTask.phases_traced.append(phase)
+    loss, metrics = super().loss(model, batch, rng, hparams)
+    if phase == "warmup":
+      return loss - 0.1 * jnp.mean(model.traj(batch["unlabeled"]["x"]) ** 2), metrics
+    return loss, metrics
+
+
+def test_a_task_with_static_phases_gets_one_compiled_step_per_phase(monkeypatch, tmp_path):
+  monkeypatch.setitem(tasks.TASKS, "fake", PhasedTask)
+  PhasedTask.phases_traced = []
+  loop.train_and_evaluate(fake_task.config(), str(tmp_path))
+  assert PhasedTask.phases_traced == ["warmup", "main"]  # each phase compiled once
 
 
 def test_a_new_task_resumes_exactly(fake, tmp_path):

@@ -26,6 +26,7 @@ the same order, and the metrics are identical on every process after each evalua
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -200,9 +201,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   train_def, eval_def, state, tx, lr_schedule = _train_state(
       task, task.init_model(), plan, mesh, config.train.seed)
-  train_step = state_lib.jit_train_step(
-      state_lib.make_train_step(train_def, task.loss, tx,
-                                lambda step: task.step_hparams(step, plan)), mesh)
+  train_steps: dict[Any, Any] = {}  # one jitted step per training phase (task.step_phase)
+
+  def train_step_of(phase):
+    if phase not in train_steps:
+      loss = task.loss if phase is None else functools.partial(task.loss, phase=phase)
+      train_steps[phase] = state_lib.jit_train_step(
+          state_lib.make_train_step(train_def, loss, tx, lambda s: task.step_hparams(s, plan)),
+          mesh)
+    return train_steps[phase]
   predict_fns = make_predict_fns(eval_def, task, mesh)
 
   checkpointer = ckpt_lib.TrainCheckpointer(
@@ -230,7 +237,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   try:
     while step < plan.total_steps:
       batch = state_lib.global_batch(next(train_iter), mesh)
-      state, step_metrics = train_step(state, batch)
+      state, step_metrics = train_step_of(task.step_phase(step, plan))(state, batch)
       step += 1
       positions.record(step, train_iter.get_state())
       progress.update(1)

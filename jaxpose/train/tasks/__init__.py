@@ -3,12 +3,14 @@
 ``TASKS`` is the one explicit table from ``config.task`` to the task class;
 ``make_task(config)`` builds the run's task. The interface every task implements, with
 each method's contract, is ``base.Task``; ``topdown.TopDownTask`` is what the top-down 2D
-methods share.
+methods share, ``lifting.LiftingTask`` what the 2D -> 3D lifters share.
 
 | ``config.task`` | class | methods |
 |---|---|---|
 | ``'heatmap'`` | ``heatmap.HeatmapTask`` | HRNet, SimpleBaseline |
 | ``'mspn'`` | ``mspn.MSPNTask`` | MSPN |
+| ``'videopose3d'`` | ``videopose3d.VideoPose3DTask`` | VideoPose3D (supervised, semi-supervised) |
+| ``'rie'`` | ``rie.RIETask`` | Pose3D-RIE (three training stages) |
 
 A new method: a file here with a ``base.Task`` subclass and one entry in ``TASKS``.
 """
@@ -19,10 +21,14 @@ import ml_collections
 from jaxpose.train.tasks import base
 from jaxpose.train.tasks.heatmap import HeatmapTask
 from jaxpose.train.tasks.mspn import MSPNTask
+from jaxpose.train.tasks.rie import RIETask
+from jaxpose.train.tasks.videopose3d import VideoPose3DTask
 
 TASKS: dict[str, type[base.Task]] = {
     "heatmap": HeatmapTask,
     "mspn": MSPNTask,
+    "videopose3d": VideoPose3DTask,
+    "rie": RIETask,
 }
 
 

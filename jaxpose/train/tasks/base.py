@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any, Protocol
 
 import jax
@@ -209,6 +209,18 @@ class Task:
     ``train/hparams/<name>``. Changing values never recompile. Default: none."""
     del step, schedule
     return {}
+
+  def step_phase(self, step: int, schedule: Schedule) -> Hashable:
+    """Host side, every process: the static training phase of the update after ``step``
+    updates, for losses whose computation (not just a value) changes during training,
+    e.g. VideoPose3D's supervised-only warm-up epochs before its semi-supervised terms.
+    The loop compiles the train step once per distinct phase and calls ``loss`` with
+    ``phase=<phase>`` (a task that returns phases other than None takes that keyword).
+    Default: None, one phase (``loss`` is called without ``phase``). Prefer
+    ``step_hparams`` for values: a traced ``jax.lax.cond`` would also work, but its
+    gradient runs convolutions far below speed on XLA:CPU."""
+    del step, schedule
+    return None
 
   def loss(self, model: nnx.Module, batch: Batch, rng: jax.Array,
            hparams: Mapping[str, jax.Array]) -> tuple[jax.Array, dict[str, jax.Array]]:
