@@ -189,6 +189,78 @@ def mpii_eval(*, batch_size: int = 64, shift_heatmap: bool = True, decode_kernel
 
 
 # ----------------------------------------------------------------------------------------
+# The 2D -> 3D lifters (VideoPose3D, Pose3D-RIE): common/arguments.py flags in brackets
+# ----------------------------------------------------------------------------------------
+
+H36M_TRAIN_SUBJECTS = "S1,S5,S6,S7,S8"  # -str default
+H36M_TEST_SUBJECTS = "S9,S11"  # -ste default
+
+
+def filter_widths(frames: int) -> tuple[int, ...]:
+  """``-arc`` of a receptive field of 3^n frames (27 -> 3,3,3; 243 -> 3,3,3,3,3)."""
+  widths, rest = [], int(frames)
+  while rest > 1 and rest % 3 == 0:
+    widths.append(3)
+    rest //= 3
+  if rest != 1 or not widths:
+    raise ValueError(f"frames={frames}: the lifter configs take receptive fields of 3^n frames "
+                     "(27, 81, 243); set --config.model.filter_widths for others")
+  return tuple(widths)
+
+
+def lifting_data(dataset: str, keypoints_2d: str, *, subjects_train: str = H36M_TRAIN_SUBJECTS,
+                 subjects_test: str = H36M_TEST_SUBJECTS, subjects_unlabeled: str = "",
+                 subset: float = 1.0, stride: int = 1, builder_config: str | None = None
+                 ) -> ml_collections.ConfigDict:
+  """The ``data`` section of a lifter config (``jaxpose.train.tasks.lifting``).
+
+  Fields: ``keypoints_2d`` the 2D source (-k: any ``data_2d_h36m_<name>.npz`` built into
+  ``h36m_poses``; ``gt`` / ``detected`` for ``synthetic_mocap``), ``subjects_train``
+  (-str), ``subjects_test`` (-ste), ``subjects_unlabeled`` (-sun, semi-supervised when
+  set), ``actions`` (-a, ``'*'`` for all), ``subset`` (--subset), ``downsample``
+  (--downsample), ``stride`` (-s), ``augment`` (train-time flips; -no-da sets False),
+  ``unlabeled_seed`` (run.py's semi-supervised generator seed 4321).
+  """
+  return ml_collections.ConfigDict(dict(
+      dataset=dataset, builder_config=builder_config, data_dir=default_data_dir(),
+      manual_dir=ml_collections.FieldReference(None, field_type=str),
+      train_split="train", eval_split="validation", keypoints_2d=keypoints_2d,
+      subjects_train=subjects_train, subjects_test=subjects_test,
+      subjects_unlabeled=subjects_unlabeled, actions="*", subset=float(subset), downsample=1,
+      stride=int(stride), augment=True, unlabeled_seed=4321, num_workers=0))
+
+
+def amsgrad_exponential(lr: float, decay: float, *, name: str = "adam",
+                        weight_decay: float = 0.0) -> ml_collections.ConfigDict:
+  """VideoPose3D (``name='adam'``) / RIE (``'adamw'``, weight decay 0.01): PyTorch's
+  AMSGrad, lr (-lr) multiplied by ``decay`` (-lrd) after every epoch."""
+  return ml_collections.ConfigDict(dict(
+      name=name, lr=lr, weight_decay=weight_decay, b1=0.9, b2=0.999, eps=1e-8, amsgrad=True,
+      schedule="exponential", decay=decay))
+
+
+def lifting_train(batch_frames: int, stride: int, num_epochs: int, *,
+                  eval_every_epochs: int = 10) -> ml_collections.ConfigDict:
+  """``train`` of a lifter: ``global_batch_size`` windows = -b frames / -s stride;
+  ``bn_momentum`` = run.py's (initial, final) BatchNorm momentum, decayed per epoch."""
+  cfg = train(batch_frames // stride, num_epochs, eval_every_epochs=eval_every_epochs)
+  cfg.bn_momentum = (0.1, 0.001)
+  cfg.num_summary_images = 0
+  return cfg
+
+
+def lifting_eval(*, flip_test: bool = True, batch_size: int = 1024,
+                 length_multiple: int = 256) -> ml_collections.ConfigDict:
+  """``eval`` of a lifter: ``flip_test`` (-no-tta sets False), ``batch_size`` windows per
+  batch for window models (RIE), ``length_multiple`` (whole sequences are padded to a
+  multiple of it, bounding the compilations), ``original_args`` (the run.py flags of an
+  original ``.bin`` given to ``--mode=eval --checkpoint``)."""
+  return ml_collections.ConfigDict(dict(
+      metric="MPJPE", flip_test=flip_test, batch_size=batch_size,
+      length_multiple=length_multiple, original_args=""))
+
+
+# ----------------------------------------------------------------------------------------
 # Image-based 3D methods (integral regression, pytorch-pose-hg-3d)
 # ----------------------------------------------------------------------------------------
 

@@ -9,8 +9,8 @@
   (``topdown.ground_truth_instances`` for COCO-format data, MPII's own rules for
   ``mpii``), or None for datasets without per-person image annotations;
 * ``evaluator``: how predictions on one of its splits are scored (COCO keypoint AP,
-  MPII PCKh, Human3.6M MPJPE of image-based 3D models), with the default metric and
-  whether higher is better;
+  MPII PCKh, the Human3.6M protocols of the lifters, Human3.6M MPJPE of image-based 3D
+  models), with the default metric and whether higher is better;
 * ``people``: how its examples become the people of the image-based 3D methods
   (``jaxpose.data.image3d``: 2D joints with or without depth, crop box, 3D pose), or None.
 
@@ -30,14 +30,17 @@ takes the reader from its caller, so ``jaxpose.data`` never imports this module.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
 from typing import Any, Protocol
 
 import numpy as np
 
-from jaxpose.data import coco_format, image3d, joint_maps, pipeline, topdown
+from jaxpose import fileio
+from jaxpose.data import coco_format, image3d, joint_maps, mocap_format, pipeline, topdown
 from jaxpose.data import keypoints as kp
 from jaxpose.evaluation import coco as coco_eval
+from jaxpose.evaluation import h36m as h36m_eval
 from jaxpose.evaluation import h36m_image
 from jaxpose.evaluation import mpii as mpii_eval
 
@@ -138,6 +141,58 @@ class MPIIPCKh:
 
 
 @dataclasses.dataclass(frozen=True)
+class H36MProtocols:
+  """Human3.6M protocols #1-#3 and MPJVE per action (VideoPose3D ``run.py``'s evaluation).
+
+  Prediction columns (one row per evaluated frame, any order): ``sequence`` int ``[N]``
+  (one id per whole sequence: a subject, action and camera), ``frame`` int ``[N]`` (its
+  index in the sequence; every sequence's frames must be ``0 .. T-1`` once each),
+  ``action_id`` int ``[N]`` (index in ``mocap_format.H36M_ACTIONS``), ``predicted`` and
+  ``target`` float ``[N, J, 3]`` (root-relative, meters) and optionally
+  ``baseline_error`` float ``[N]`` (per-frame MPJPE of the mean-pose baseline, meters).
+  Options: ``flip_test`` (recorded with the results). Metrics in millimeters
+  (``h36m.protocol_metrics``), also written to ``workdir/results/h36m_protocols.json``.
+  """
+  default_metric: str = "MPJPE"
+  mode: str = "min"
+
+  def __call__(self, ref: pipeline.DatasetRef, predictions: Predictions, *,
+               keypoints: kp.KeypointSet, options: Mapping[str, Any], workdir: str
+               ) -> dict[str, float]:
+    del keypoints
+    order = np.lexsort((predictions["frame"], predictions["sequence"]))
+    columns = {k: np.asarray(v)[order] for k, v in predictions.items()}
+    seq, frame = columns["sequence"], columns["frame"]
+    starts = np.flatnonzero(np.r_[True, seq[1:] != seq[:-1]])
+    ends = np.r_[starts[1:], len(seq)]
+    sequences = []
+    for lo, hi in zip(starts, ends):
+      if not np.array_equal(frame[lo:hi], np.arange(hi - lo)):
+        raise ValueError(f"{ref}: sequence {seq[lo]} has frames missing or repeated among "
+                         f"its {hi - lo} predictions")
+      action = int(columns["action_id"][lo])
+      if not 0 <= action < len(mocap_format.H36M_ACTIONS):
+        raise ValueError(f"{ref}: sequence {seq[lo]} has action id {action}, not one of the "
+                         f"15 Human3.6M actions {mocap_format.H36M_ACTIONS}")
+      errors = h36m_eval.sequence_errors(mocap_format.H36M_ACTIONS[action],
+                                         columns["predicted"][lo:hi], columns["target"][lo:hi])
+      if "baseline_error" in columns:
+        errors = dataclasses.replace(
+            errors, baseline=float(np.mean(columns["baseline_error"][lo:hi])))
+      sequences.append(errors)
+    metrics = h36m_eval.protocol_metrics(sequences)
+    actions = h36m_eval.protocol_actions(metrics)
+    names = [n for n, _, _ in h36m_eval.PROTOCOLS] + (
+        [h36m_eval.BASELINE_METRIC] if h36m_eval.BASELINE_METRIC in metrics else [])
+    fileio.write_json(os.path.join(workdir, "results", "h36m_protocols.json"), {
+        "split": str(ref), "flip_test": bool(options.get("flip_test", False)),
+        "units": "mm", "average": {n: metrics[n] for n in names},
+        "per_action": {a: {n: metrics[f"{n}/{a}"] for n in names} for a in actions},
+        "frames": int(metrics["frames"]), "sequences": int(metrics["sequences"])}, indent=1)
+    return metrics
+
+
+@dataclasses.dataclass(frozen=True)
 class H36MImageErrors:
   """Human3.6M errors of image-based 3D predictions (``jaxpose.evaluation.h36m_image``).
 
@@ -189,10 +244,9 @@ DATASETS: dict[str, Dataset] = {
                            image3d.h36m_image_people),
     "synthetic_people3d": Dataset("synthetic_people3d", kp.H36M, None, H36MImageErrors(),
                                   image3d.h36m_image_people),
-    # 3D pose sequences (no per-person image annotations); their evaluator comes with the
-    # lifting task.
-    "h36m_poses": Dataset("h36m_poses", kp.H36M, None, None),
-    "synthetic_mocap": Dataset("synthetic_mocap", kp.H36M, None, None),
+    # 3D pose sequences (no per-person image annotations).
+    "h36m_poses": Dataset("h36m_poses", kp.H36M, None, H36MProtocols()),
+    "synthetic_mocap": Dataset("synthetic_mocap", kp.H36M, None, H36MProtocols()),
 }
 
 

@@ -56,18 +56,23 @@ class TwoNets(nnx.Module):
 
 
 class ArrayIterator:
-  """This process's batches: batch ``k`` drawn from ``RandomState([seed, k, process])``."""
+  """This process's batches: batch ``k`` drawn from ``RandomState([seed, k, process])``;
+  batch ``nan_at`` (if given) has NaN inputs."""
 
-  def __init__(self, seed: int, batch: int, process_index: int, crash_at: int | None):
+  def __init__(self, seed: int, batch: int, process_index: int, crash_at: int | None,
+               nan_at: int | None = None):
     self.seed, self.batch, self.process_index = seed, batch, process_index
     self.position = 0
     self.crash_at = crash_at
+    self.nan_at = nan_at
 
   def __next__(self) -> dict:
     if self.crash_at is not None and self.position == self.crash_at:
       raise SimulatedCrash(f"interrupted before batch {self.position}")
     rs = np.random.RandomState([self.seed, self.position, self.process_index])
     x = rs.randn(self.batch, 4).astype(np.float32)
+    if self.position == self.nan_at:
+      x[0, 0] = np.nan
     self.position += 1
     return {"x": x, "y": x @ W, "unlabeled": {"x": rs.randn(self.batch, 4).astype(np.float32)}}
 
@@ -94,7 +99,8 @@ class FakeTask(base.Task):
   def train_data(self, *, global_batch_size: int, process_index: int, process_count: int
                  ) -> base.TrainData:
     iterator = ArrayIterator(self.config.train.seed, global_batch_size // process_count,
-                             process_index, self.config.fake.get("crash_at"))
+                             process_index, self.config.fake.get("crash_at"),
+                             self.config.fake.get("nan_at"))
     return base.TrainData(iterator, self.config.fake.num_examples)
 
   def build_model(self) -> nnx.Module:
@@ -176,5 +182,22 @@ def config(**train) -> ml_collections.ConfigDict:
       checkpoint_every_steps=2, keep_checkpoints=20, async_checkpoints=False,
       eval_every_epochs=1, seed=0))
   c.train.update(train)
-  c.fake = ml_collections.ConfigDict(dict(num_examples=12, crash_at=None))
+  c.fake = ml_collections.ConfigDict(dict(num_examples=12, crash_at=None, nan_at=None))
   return c
+
+
+def restore(workdir, config: ml_collections.ConfigDict, step: int | None = None,
+            best: bool = False):
+  """``(state, data, meta)`` of a run's checkpoint (``TrainCheckpointer.restore``)."""
+  from jaxpose import checkpoint as ckpt_lib
+  from jaxpose.train import state as state_lib
+  task = FakeTask(config)
+  model = task.build_model()
+  _, _, params, batch_stats = state_lib.split_model(model)
+  tx, _ = task.optimizer(model, base.Schedule(1, 1))
+  checkpointer = ckpt_lib.TrainCheckpointer(workdir)
+  try:
+    return checkpointer.restore(state_lib.init_train_state(params, batch_stats, tx, 0), step,
+                                best=best)
+  finally:
+    checkpointer.close()

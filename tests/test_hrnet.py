@@ -345,6 +345,36 @@ def test_other_families_and_hrnet_variants_are_not_pose_hrnet():
   assert hrnet_family.infer_pose_hrnet(shapes) == CONFIGS["tiny"]
 
 
+def test_a_missing_head_tensor_is_named_not_an_unknown_family(tmp_path, capsys):
+  """Without ``final_layer.weight`` the file is still recognised as pose_hrnet; the error
+  names the missing tensor, and a given head shape converts it with --allow-partial."""
+  sd = _state_dict("tiny")
+  del sd["final_layer.weight"]
+  sd["aux_head.weight"] = np.zeros((3, 3), np.float32)
+  with pytest.raises(convert.CheckpointError) as info:
+    convert.convert_state_dict(sd, source="damaged.pth")
+  message = str(info.value)
+  assert "match no jaxpose model family" not in message
+  assert "looks like a pose_hrnet checkpoint" in message
+  assert "lacks final_layer.weight" in message and "aux_head.weight" in message
+  with pytest.raises(convert.CheckpointError, match=r"final_layer/kernel \(final_layer.weight\)"):
+    convert.convert_state_dict(sd, overrides={"num_joints": 5, "final_conv_kernel": 1})
+  path = tmp_path / "damaged.pth"
+  torch = pytest.importorskip("torch")
+  torch.save({k: torch.from_numpy(np.asarray(v)) for k, v in sd.items()}, path)
+  assert convert_main([str(path), str(tmp_path / "out"), "--allow-partial",
+                       "--model-config", "MODEL.NUM_JOINTS=5"]) == 0
+  captured = capsys.readouterr()
+  assert "assumed final_conv_kernel=1" in captured.err
+  out = captured.out
+  assert "partial load: 1 variables keep their initial value: final_layer/kernel " \
+         "(final_layer.weight)" in out
+  assert "partial load: 1 checkpoint tensors ignored (no place in the model): aux_head.weight" \
+      in out
+  _, config = convert.load_converted(tmp_path / "out")
+  assert config == CONFIGS["tiny"]
+
+
 def test_inconsistent_stage_layout_is_refused():
   shapes = convert.core.shape_table(_state_dict("tiny"))
   gap = {k.replace("stage3.", "stage5."): v for k, v in shapes.items()}
@@ -495,3 +525,13 @@ def test_imagenet_initialisation_from_the_command_line(tmp_path, capsys):
   assert config == CONFIGS["tiny"]
   report = json.loads((out / convert.REPORT_FILE).read_text())
   _assert_trunk_loaded(model, convert.MappingReport(missing=report["missing"]), sd)
+  printed = capsys.readouterr().out
+  assert ("partial load: 2 variables keep their initial value: final_layer/bias "
+          "(final_layer.bias), final_layer/kernel (final_layer.weight)") in printed
+  ignored = [line for line in printed.splitlines() if "tensors ignored" in line]
+  assert len(ignored) == 1 and ignored[0].endswith(f"and {len(report['unexpected']) - 10} more")
+  assert f"{len(report['unexpected'])} checkpoint tensors ignored" in ignored[0]
+  filtered = [k for k in report["skipped"] if not k.endswith("num_batches_tracked")]
+  assert "final_layer.0.weight" in filtered
+  assert f"{len(filtered)} checkpoint tensors skipped by the layer filter: {filtered[0]}, " \
+      in printed

@@ -197,14 +197,29 @@ def test_quickstart_trains_evaluates_and_prints_the_protocol_line(data, tmp_path
   config = _tiny(config, data)
   config.train.total_steps = 2
   metrics = loop.train_and_evaluate(config, str(tmp_path))
-  assert {"MPJPE", "P-MPJPE", "baseline MPJPE", "mpii/Mean"} <= set(metrics)
+  assert {"MPJPE", "P-MPJPE", "mean-pose MPJPE", "mpii/Mean"} <= set(metrics)
   assert 0.0 <= metrics["mpii/Mean"] <= 100.0
   assert any(k.startswith("MPJPE/") for k in metrics)
-  out = capsys.readouterr().out + capsys.readouterr().err
+  captured = capsys.readouterr()
+  out = captured.out + captured.err
   assert f"Protocol #1 Error (MPJPE): {metrics['MPJPE']:.2f} mm" in out
-  assert f"baseline MPJPE: {metrics['baseline MPJPE']:.2f} mm" in out
+  assert f"Protocol #2 Error (P-MPJPE): {metrics['P-MPJPE']:.2f} mm" in out
+  assert (f"mean-pose baseline (the training set's mean root-relative pose): MPJPE "
+          f"{metrics['mean-pose MPJPE']:.1f} mm (mean over the evaluated people)") in out
+  assert out.index("| Average ") < out.index("Protocol #1 Error (MPJPE)")  # after the table
   final = json.loads((tmp_path / "final_metrics.json").read_text())
   assert final["metrics"]["MPJPE"] == pytest.approx(metrics["MPJPE"])
+  # jaxpose predict refuses image-3D models in one line, before reading any weights.
+  from jaxpose import predict
+  from jaxpose.inference import loading
+  with pytest.raises(loading.ModelSpecError, match="do not run image-based 3D models"):
+    loading.load_model(str(tmp_path))
+  image = tmp_path / "person.png"
+  cv2.imwrite(str(image), np.zeros((32, 32, 3), np.uint8))
+  assert predict.main([str(image), "--model", str(tmp_path), "--output",
+                       str(tmp_path / "out"), "--boxes", "whole"]) == 1
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and "do not run image-based 3D models" in err[0], err
 
 
 def test_a_stage_adding_a_head_starts_from_the_previous_stage(tmp_path):

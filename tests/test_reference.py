@@ -8,8 +8,10 @@ missing or empty fixture folder is a failure, never a skip. For every ``models/*
 1. the checkpoint is rebuilt with the weights the fixtures were recorded with
    (``tests/conformance/synth_weights.py``) in the layout of the original's released file,
    in the zip format and in the legacy (torch < 1.6) format;
-2. jaxpose's converter infers the family and configuration, converts the file and writes
-   an Orbax checkpoint, which is loaded back from disk;
+2. jaxpose's converter gets the fixture's ``official.config`` the way a user passes the
+   original's configuration (``USER_CONFIG``: the experiment yaml, or the original's
+   command line), reads the rest off the tensors (nothing may be assumed), converts the
+   file and writes an Orbax checkpoint, which is loaded back from disk;
 3. the Flax model runs on the stored inputs and every stored output (including
    ``derived_from`` outputs and MSPN's ``aux_outputs``) is compared with a tolerance of
    ``TOLERANCE_FACTOR`` x the fixture's ``fp32_vs_fp64_max_abs`` for that output;
@@ -113,6 +115,92 @@ RUNNERS: dict[str, Callable] = {
 }
 
 
+# ----------------------------------------------------------------------------------------
+# How a user passes each original's configuration (a fixture's ``official.config``)
+# ----------------------------------------------------------------------------------------
+
+
+def _nested(flat: Mapping) -> dict:
+  """``{"MODEL.EXTRA": {...}, "MODEL.NUM_JOINTS": 17}`` -> the nested mapping of a yaml."""
+  out: dict = {}
+  for key, value in flat.items():
+    *parents, leaf = key.split(".")
+    node = out
+    for part in parents:
+      node = node.setdefault(part, {})
+    node[leaf] = _nested(value) if isinstance(value, Mapping) else value
+  return out
+
+
+def _yaml_file(tmp_path: Path, name: str, mapping: Mapping) -> dict:
+  import yaml  # the user's experiment file
+  path = tmp_path / f"{name}.yaml"
+  path.write_text(yaml.safe_dump(dict(mapping), sort_keys=False))
+  return {"original_config": path}
+
+
+def _hrnet_project_yaml(config: Mapping, tmp_path: Path) -> dict:
+  """deep-high-resolution-net.pytorch (HRNet, SimpleBaseline): its experiment yaml."""
+  return _yaml_file(tmp_path, "experiment", _nested(config))
+
+
+def _mspn_config(config: Mapping, tmp_path: Path) -> dict:
+  """MSPN's config.py (Python, never executed): its values written out as a yaml."""
+  return _yaml_file(tmp_path, "mspn_config", config)
+
+
+_INTEGRAL_DATASETS = {18: "hm36", 16: "mpii", 17: "coco"}
+
+
+def _integral_yaml(config: Mapping, tmp_path: Path) -> dict:
+  """integral-human-pose: the experiment yaml (``network``; joints from the dataset)."""
+  network = {key: config[key] for key in (
+      "num_layers", "num_deconv_layers", "num_deconv_filters", "num_deconv_kernel",
+      "final_conv_kernel", "depth_dim", "input_channel")}
+  return _yaml_file(tmp_path, "integral", {
+      "pytorch": {"block": "resnet_pose", "loss": "integral"},
+      "dataset": {"name": [_INTEGRAL_DATASETS[config["num_joints"]]]},
+      "dataiter": {"target_id": 0},
+      "train": {"patch_width": config["patch_width"], "patch_height": config["patch_height"]},
+      "network": network})
+
+
+def _hg3d_options(config: Mapping, tmp_path: Path) -> dict:
+  """pytorch-pose-hg-3d: its command-line options."""
+  del tmp_path
+  return {"original_args": config["opts"]}
+
+
+def _temporal_args(config: Mapping) -> list[str]:
+  args = ["-arc", ",".join(str(w) for w in config["filter_widths"]),
+          "-ch", str(config["channels"]), "-drop", str(config["dropout"])]
+  return args + ["--causal"] * bool(config["causal"]) + ["--dense"] * bool(config["dense"])
+
+
+def _videopose3d_args(config: Mapping, tmp_path: Path) -> dict:
+  """VideoPose3D: the run.py command line."""
+  del tmp_path
+  return {"original_args": _temporal_args(config)}
+
+
+def _rie_args(config: Mapping, tmp_path: Path) -> dict:
+  """Pose3D-RIE: the run.py command line (``latten_features`` is the model's argument)."""
+  del tmp_path
+  return {"original_args": _temporal_args(config) + [
+      "-lfd", str(config["latten_features"]), "--stage", str(config["stage"])]}
+
+
+USER_CONFIG: dict[str, Callable[[Mapping, Path], dict]] = {
+    "pose_resnet": _hrnet_project_yaml,
+    "pose_hrnet": _hrnet_project_yaml,
+    "mspn": _mspn_config,
+    "integral": _integral_yaml,
+    "hg3d": _hg3d_options,
+    "videopose3d": _videopose3d_args,
+    "rie": _rie_args,
+}
+
+
 def _derive(spec: Mapping, raw: np.ndarray) -> np.ndarray:
   """Applies a fixture's ``derived_from`` operation to a raw NCHW output."""
   op = spec["op"]
@@ -159,8 +247,11 @@ def test_model_fixture(fixture_path: Path, tmp_path: Path):
     ckpt = synth_weights.write_checkpoint(
         manifest, tmp_path / f"{fixture_path.stem}_{fmt}.pth", legacy=legacy)
     out_dir = tmp_path / f"converted_{fmt}"
-    config = convert.convert_checkpoint(ckpt, out_dir)
+    user = USER_CONFIG[family](manifest["official"]["config"], tmp_path)
+    config = convert.convert_checkpoint(ckpt, out_dir, **user)
     assert config.name == family
+    configuration = json.loads((out_dir / convert.REPORT_FILE).read_text())["configuration"]
+    assert configuration["assumed"] == {}, f"{fixture_path.name}: {configuration['assumed']}"
     model, loaded_config = convert.load_converted(out_dir)
     assert loaded_config == config
     variables[fmt] = _flat_variables(model)

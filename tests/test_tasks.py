@@ -4,13 +4,12 @@ from __future__ import annotations
 import glob
 import json
 import os
-import socket
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
@@ -22,7 +21,7 @@ from jaxpose.data import builders
 from jaxpose.data import keypoints as kp
 from jaxpose.models import resnet
 from jaxpose.train import loop, multihost, optim, state as state_lib, tasks
-from tests import fake_task
+from tests import fake_task, processes
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -54,9 +53,12 @@ def test_3d_pose_datasets_use_the_h36m_keypoint_set():
     entry = datasets.dataset(name)
     assert entry.keypoints is kp.H36M and entry.keypoints.num_keypoints == 17
     assert entry.person_instances is None
+    assert (entry.evaluator.default_metric, entry.evaluator.mode) == ("MPJPE", "min")
+  for name in ("h36m_poses", "synthetic_mocap"):
+    assert isinstance(datasets.dataset(name).evaluator, datasets.H36MProtocols)
   for name in ("h36m_images", "synthetic_people3d"):
     entry = datasets.dataset(name)
-    assert (entry.evaluator.default_metric, entry.evaluator.mode) == ("MPJPE", "min")
+    assert isinstance(entry.evaluator, datasets.H36MImageErrors)
     assert entry.people is not None
   assert datasets.dataset("mpii").people is not None
   assert datasets.dataset("h36m_poses").people is None
@@ -96,8 +98,9 @@ def test_tasks_validate_the_config_against_the_table():
   with pytest.raises(ValueError, match="num_joints=17.*'mpii' keypoint set has 16"):
     tasks.make_task(config)
   config = _quickstart()
-  config.task = "integral"
-  with pytest.raises(ValueError, match=r"unknown task 'integral'; valid: \['heatmap', 'mspn'\]"):
+  config.task = "integrall"
+  with pytest.raises(ValueError, match=r"unknown task 'integrall'; valid: \['heatmap', 'hg3d', "
+                                       r"'integral', 'mspn', 'rie', 'videopose3d'\]"):
     tasks.make_task(config)
 
 
@@ -209,15 +212,7 @@ def _scalars(logdir: Path, prefix: str) -> dict[str, dict[int, float]]:
 
 
 def _restore(workdir: Path, config, best: bool = False):
-  task = fake_task.FakeTask(config)
-  model = task.build_model()
-  _, _, params, batch_stats = state_lib.split_model(model)
-  tx, _ = task.optimizer(model, loop.Schedule(1, 1))
-  target = state_lib.init_train_state(params, batch_stats, tx, 0)
-  checkpointer = loop.ckpt_lib.TrainCheckpointer(workdir)
-  state, data, meta = checkpointer.restore(target, best=best)
-  checkpointer.close()
-  return state, data, meta
+  return fake_task.restore(workdir, config, best=best)
 
 
 def test_a_new_task_trains_evaluates_and_keeps_the_lowest_error(fake, tmp_path):
@@ -250,6 +245,28 @@ def test_a_new_task_trains_evaluates_and_keeps_the_lowest_error(fake, tmp_path):
   assert loop.evaluate(config, str(tmp_path), "best") == pytest.approx(best_meta["metrics"])
 
 
+class PhasedTask(fake_task.FakeTask):
+  """Epoch 0 is a warm-up whose loss leaves out the unlabeled term (a static change)."""
+  phases_traced: list = []
+
+  def step_phase(self, step, schedule):
+    return "warmup" if step < schedule.steps_per_epoch else "main"
+
+  def loss(self, model, batch, rng, hparams, phase=None):
+    PhasedTask.phases_traced.append(phase)
+    loss, metrics = super().loss(model, batch, rng, hparams)
+    if phase == "warmup":
+      return loss - 0.1 * jnp.mean(model.traj(batch["unlabeled"]["x"]) ** 2), metrics
+    return loss, metrics
+
+
+def test_a_task_with_static_phases_gets_one_compiled_step_per_phase(monkeypatch, tmp_path):
+  monkeypatch.setitem(tasks.TASKS, "fake", PhasedTask)
+  PhasedTask.phases_traced = []
+  loop.train_and_evaluate(fake_task.config(), str(tmp_path))
+  assert PhasedTask.phases_traced == ["warmup", "main"]  # each phase compiled once
+
+
 def test_a_new_task_resumes_exactly(fake, tmp_path):
   straight = fake.config()
   loop.train_and_evaluate(straight, str(tmp_path / "straight"))
@@ -272,7 +289,7 @@ TWO_PROCESS_SCRIPT = textwrap.dedent("""
     jax.distributed.initialize(coordinator_address=sys.argv[1], num_processes=2,
                                process_id=int(sys.argv[2]))
     from jaxpose.train import loop, tasks
-    from tests import fake_task
+    from tests import fake_task, processes
     tasks.TASKS["fake"] = fake_task.FakeTask
     workdir, out = sys.argv[3], sys.argv[4]
     first = loop.train_and_evaluate(fake_task.config(total_steps=6), workdir)
@@ -284,26 +301,17 @@ TWO_PROCESS_SCRIPT = textwrap.dedent("""
 """)
 
 
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_processes_train_evaluate_and_agree(tmp_path):
   """Two CPU processes (one device each): collective checkpoint saves (best included),
   restores, the predictions gather and the metrics broadcast all complete, and both
   processes return the same metrics."""
-  address = f"127.0.0.1:{_free_port()}"
+  address = f"127.0.0.1:{processes.free_port()}"
   env = dict(os.environ, PYTHONPATH=str(REPO), XLA_FLAGS="")
-  procs = [subprocess.Popen(
-      [sys.executable, "-c", TWO_PROCESS_SCRIPT, address, str(i), str(tmp_path / "run"),
-       str(tmp_path / f"out{i}.json")], cwd=REPO, env=env, stdout=subprocess.PIPE,
-      stderr=subprocess.STDOUT, text=True) for i in range(2)]
-  logs = [p.communicate(timeout=600)[0] for p in procs]
-  for p, log in zip(procs, logs):
-    assert p.returncode == 0, log[-3000:]
+  processes.run_together(
+      [[sys.executable, "-c", TWO_PROCESS_SCRIPT, address, str(i), str(tmp_path / "run"),
+        str(tmp_path / f"out{i}.json")] for i in range(2)],
+      cwd=REPO, env=env, log_dir=tmp_path / "logs", timeout_s=600)
   out = [json.loads((tmp_path / f"out{i}.json").read_text()) for i in range(2)]
   assert out[0] == out[1] and out[0]["devices"] == 2
   assert set(out[0]["resumed"]) == {"MPJPE", "MPJPE (batched)"}

@@ -8,8 +8,9 @@
   annotation reader (which the caller takes from ``jaxpose.datasets``).
 * ``train_iterator`` is a grain pipeline: global shuffle that changes every epoch,
   repeat, per-sample augmentation seeded by (seed, sample index), batching, optional
-  worker processes. Its state (``get_state``/``set_state``) is a small dict saved with
-  every checkpoint, so a resumed run sees exactly the samples it would have seen. On
+  worker processes (``prefetch_in_workers``: they end when the training process ends,
+  also when it is killed). Its state (``get_state``/``set_state``) is a small dict saved
+  with every checkpoint, so a resumed run sees exactly the samples it would have seen. On
   several hosts each host reads every ``process_count``-th sample of the global stream.
 * ``eval_batches`` yields un-augmented crops in order, the last batch padded and masked;
   on several hosts each yields its contiguous part of every global batch
@@ -21,6 +22,8 @@ import dataclasses
 import functools
 import logging
 import os
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -168,6 +171,39 @@ def _multiprocessing(num_workers: int) -> grain.MultiprocessingOptions:
   return grain.MultiprocessingOptions(num_workers=num_workers)
 
 
+class ExitWithParent:
+  """A grain ``worker_init_fn``: the worker ends itself when the process that started it
+  dies, even by ``kill -9`` (grain's workers would otherwise wait forever on a full queue,
+  a few hundred MB each).
+
+  A daemon thread in the worker compares ``os.getppid()`` with the parent's pid every
+  ``interval`` seconds (an orphan is re-parented). ``prctl(PR_SET_PDEATHSIG)`` would be
+  immediate, but it fires when the *thread* that started the worker ends, and grain starts
+  workers from short-lived threads.
+  """
+
+  def __init__(self, parent_pid: int, interval: float = 0.5):
+    self.parent_pid = parent_pid
+    self.interval = interval
+
+  def __call__(self, worker_index: int, worker_count: int) -> None:
+    del worker_index, worker_count
+    threading.Thread(target=self._watch, name="jaxpose-exit-with-parent", daemon=True).start()
+
+  def _watch(self) -> None:
+    while os.getppid() == self.parent_pid:
+      time.sleep(self.interval)
+    os._exit(1)  # no cleanup: the parent that would read our results is gone
+
+
+def prefetch_in_workers(ds: grain.IterDataset, num_workers: int) -> grain.IterDataset:
+  """``ds`` computed in ``num_workers`` grain worker processes (0: unchanged) that end
+  with this process (``ExitWithParent``)."""
+  if num_workers <= 0:
+    return ds
+  return ds.mp_prefetch(_multiprocessing(num_workers), worker_init_fn=ExitWithParent(os.getpid()))
+
+
 def train_iterator(ref: DatasetRef, table: topdown.InstanceTable, spec: topdown.SampleSpec, *,
                    batch_size: int, seed: int, num_workers: int = 0,
                    process_index: int = 0, process_count: int = 1) -> grain.DatasetIterator:
@@ -194,9 +230,7 @@ def train_iterator(ref: DatasetRef, table: topdown.InstanceTable, spec: topdown.
     ds = ds[process_index::process_count]
   ds = ds.batch(batch_size, drop_remainder=True)
   it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
-  if num_workers > 0:
-    it_ds = it_ds.mp_prefetch(_multiprocessing(num_workers))
-  return iter(it_ds)
+  return iter(prefetch_in_workers(it_ds, num_workers))
 
 
 def eval_batches(ref: DatasetRef, table: topdown.InstanceTable, spec: topdown.SampleSpec, *,
@@ -235,8 +269,7 @@ def ordered_batches(source: grain.sources.RandomAccessDataSource, transform: gra
   rows = np.where(mask, rows, np.where(last_real >= 0, last_real, n - 1))
   ds = grain.MapDataset.source(_Rows(source, rows)).map(transform)
   it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
-  if num_workers > 0:
-    it_ds = it_ds.mp_prefetch(_multiprocessing(num_workers))
+  it_ds = prefetch_in_workers(it_ds, num_workers)
   for i, batch in enumerate(it_ds.batch(local, drop_remainder=False)):
     rows_i = rows[i * local:(i + 1) * local]
     yield {**batch, "mask": mask[i * local:(i + 1) * local], "index": rows_i.astype(np.int64)}

@@ -51,7 +51,7 @@ import grain
 import numpy as np
 
 from jaxpose.data import keypoints, mocap_format
-from jaxpose.data.pipeline import DatasetRef, _multiprocessing, prepared_builder
+from jaxpose.data.pipeline import DatasetRef, prefetch_in_workers, prepared_builder
 from jaxpose.geometry.camera import normalize_screen_coordinates
 
 logger = logging.getLogger(__name__)
@@ -504,9 +504,7 @@ def train_iterator(seqs: PoseSequences, spec: WindowSpec, *, batch_size: int, se
   stream = ChunkStream(pairs, seed, batch_size, process_index, process_count)
   ds = grain.MapDataset.source(_Steps()).map(_TrainBatch(stream, WindowGatherer(seqs, spec)))
   it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
-  if num_workers > 0:
-    it_ds = it_ds.mp_prefetch(_multiprocessing(num_workers))
-  return iter(it_ds)
+  return iter(prefetch_in_workers(it_ds, num_workers))
 
 
 # ----------------------------------------------------------------------------------------

@@ -20,8 +20,9 @@ measures the mean per-joint position error on Human3.6M's 17 joints:
   (``hg3d_to_h36m``); no Procrustes number.
 
 ``pose_errors`` computes the per-sample errors, ``summarize`` the per-action and overall
-means (each original averages over samples), ``protocol_lines`` the summary lines every
-3D result in jaxpose ends with (``Protocol #1 Error (MPJPE): X mm``).
+means (each original averages over samples); ``h36m.protocol_table`` and
+``h36m.summary_lines`` print them as every 3D result in jaxpose reads
+(``Protocol #1 Error (MPJPE): X mm``).
 """
 from __future__ import annotations
 
@@ -160,27 +161,3 @@ def summarize(errors: Mapping[str, np.ndarray], actions: Sequence[str]) -> dict[
     for action in sorted(set(actions) - {""}):
       out[f"{name}/{action}"] = float(np.mean(values[actions == action]))
   return out
-
-
-PROTOCOL_NAMES = {"MPJPE": "Protocol #1 Error (MPJPE)", "P-MPJPE": "Protocol #2 Error (P-MPJPE)"}
-
-
-def protocol_lines(metrics: Mapping[str, float]) -> list[str]:
-  """``Protocol #1 Error (MPJPE): 64.55 mm`` (and protocol #2 when present)."""
-  return [f"{title}: {metrics[key]:.2f} mm" for key, title in PROTOCOL_NAMES.items()
-          if key in metrics]
-
-
-def format_table(metrics: Mapping[str, float], header: str) -> str:
-  """Per-action rows (when the data names actions), then the summary lines."""
-  actions = sorted({k.split("/", 1)[1] for k in metrics if k.startswith("MPJPE/")})
-  lines = [header]
-  if actions:
-    cols = [k for k in PROTOCOL_NAMES if k in metrics]
-    lines.append(f"| {'action':<14} | " + " | ".join(f"{c:>9}" for c in cols) + " |")
-    lines.append(f"|{'-' * 16}|" + "|".join("-" * 11 for _ in cols) + "|")
-    for action in actions:
-      lines.append(f"| {action:<14} | "
-                   + " | ".join(f"{metrics[f'{c}/{action}']:9.2f}" for c in cols) + " |")
-  extra = [f"{k}: {v:.2f} mm" for k, v in metrics.items() if k.startswith("baseline")]
-  return "\n".join(lines + extra + protocol_lines(metrics))

@@ -1,11 +1,19 @@
 """Several processes (hosts): start-up, barriers, gathering predictions, sharing metrics.
 
-Every function here except ``maybe_initialize_distributed`` is a collective: every process
+Start-up: ``launch.py``'s flags (``--coordinator_address``, ``--num_processes``,
+``--process_id``, ``--local_device_ids``, each falling back to its ``JAX_*`` environment
+variable, see ``cluster_from``) or JAX's own detection of SLURM / Open MPI / TPU clusters
+(``initialize_distributed``). JAX 0.10 itself reads only the coordinator address from the
+environment, which is why the process count and id are passed explicitly. On CPUs the
+processes exchange data with gloo (JAX's default CPU collectives).
+
+Every function from ``sync`` on is a collective: every process
 must call it, in the same order, with the same arguments where the docstring says so.
 With one process they return at once without communicating.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -16,18 +24,99 @@ import jax
 import numpy as np
 
 
-def maybe_initialize_distributed(force: bool = False) -> None:
-  """``jax.distributed.initialize()`` when the environment describes several processes.
+@dataclasses.dataclass(frozen=True)
+class Cluster:
+  """How this process joins a multi-process run (``jax.distributed.initialize``).
 
-  JAX auto-detects SLURM, Open MPI and cloud TPU clusters; a plain multi-host launch sets
-  ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``.
+  Attributes:
+    coordinator_address: ``host:port`` of process 0's coordinator service.
+    num_processes: processes in the run.
+    process_id: this process, ``0 .. num_processes - 1``.
+    local_device_ids: the accelerators this process uses (None: all it sees).
   """
+  coordinator_address: str | None = None
+  num_processes: int | None = None
+  process_id: int | None = None
+  local_device_ids: tuple[int, ...] | None = None
+
+
+def _env_int(name: str) -> int | None:
+  value = os.environ.get(name)
+  if value in (None, ""):
+    return None
+  try:
+    return int(value)
+  except ValueError:
+    raise ValueError(f"${name}={value!r}: must be an integer") from None
+
+
+def cluster_from(coordinator_address: str | None = None, num_processes: int | None = None,
+                 process_id: int | None = None, local_device_ids: str | None = None) -> Cluster:
+  """The explicit settings (``launch.py`` flags), each falling back to its environment
+  variable: ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID``,
+  ``JAX_LOCAL_DEVICE_IDS`` (comma-separated).
+
+  Raises:
+    ValueError: an incomplete or inconsistent set (one line naming what is missing).
+  """
+  address = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS") or None
+  count = num_processes if num_processes is not None else _env_int("JAX_NUM_PROCESSES")
+  index = process_id if process_id is not None else _env_int("JAX_PROCESS_ID")
+  ids = local_device_ids if local_device_ids is not None else os.environ.get(
+      "JAX_LOCAL_DEVICE_IDS")
+  try:
+    devices = tuple(int(i) for i in ids.split(",")) if ids else None
+  except ValueError:
+    raise ValueError(f"local device ids {ids!r}: must be comma-separated integers") from None
+  cluster = Cluster(address, count, index, devices)
+  given = {"coordinator address (--coordinator_address / $JAX_COORDINATOR_ADDRESS)": address,
+           "process count (--num_processes / $JAX_NUM_PROCESSES)": count,
+           "process id (--process_id / $JAX_PROCESS_ID)": index}
+  partial = any(v is not None for v in given.values()) and any(v is None for v in given.values())
+  if partial and not _cluster_environment():  # there JAX fills in the rest
+    missing = [k for k, v in given.items() if v is None]
+    raise ValueError(f"a multi-process run needs all of coordinator address, process count and "
+                     f"process id; missing: {'; '.join(missing)}")
+  if count is not None and (count < 1 or (index is not None and not 0 <= index < count)):
+    raise ValueError(f"process id {index} and process count {count}: need "
+                     "0 <= process id < process count")
+  return cluster
+
+
+def _cluster_environment() -> bool:
+  """SLURM, Open MPI or another environment ``jax.distributed`` detects by itself."""
   env = os.environ
-  multi = (force or "JAX_COORDINATOR_ADDRESS" in env
-           or int(env.get("SLURM_NTASKS", "1")) > 1
-           or int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1)
-  if multi and not jax.distributed.is_initialized():
-    jax.distributed.initialize()
+  return (int(env.get("SLURM_NTASKS", "1")) > 1 or int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1
+          or "MEGASCALE_COORDINATOR_ADDRESS" in env)
+
+
+def initialize_distributed(cluster: Cluster | None = None, *, force: bool = False) -> bool:
+  """Starts ``jax.distributed`` when the run has several processes; returns whether it did.
+
+  With a complete ``cluster`` (explicit settings: ``cluster_from``), initialises with it;
+  otherwise lets JAX auto-detect SLURM / Open MPI / cloud TPU clusters (or, with
+  ``force``, whatever ``jax.distributed.initialize()`` finds). Nothing happens for a single
+  process. Call it before anything else touches JAX devices.
+  """
+  cluster = cluster or Cluster()
+  if jax.distributed.is_initialized():
+    return True
+  if cluster.num_processes == 1:
+    return False
+  if cluster.num_processes is not None or force or _cluster_environment():
+    jax.distributed.initialize(
+        coordinator_address=cluster.coordinator_address,
+        num_processes=cluster.num_processes, process_id=cluster.process_id,
+        local_device_ids=list(cluster.local_device_ids) if cluster.local_device_ids else None)
+    return True
+  return False
+
+
+def maybe_initialize_distributed(force: bool = False) -> None:
+  """``initialize_distributed(cluster_from())``: the environment variables
+  (``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID``), else
+  auto-detection (kept for callers of the earlier API)."""
+  initialize_distributed(cluster_from(), force=force)
 
 
 def sync(name: str) -> None:

@@ -126,6 +126,10 @@ def make_train_step(train_def: nnx.GraphDef, loss_fn: LossFn, tx: optax.Gradient
 
     (loss, (metrics, batch_stats)), grads = jax.value_and_grad(compute_loss, has_aux=True)(
         state.params)
+    # The state keeps its dtypes (float32 statistics even when computed in float64), so
+    # the next step neither recompiles nor writes checkpoints of another layout.
+    batch_stats = jax.tree_util.tree_map(lambda new, old: new.astype(old.dtype), batch_stats,
+                                         state.batch_stats)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     grad_norm = optax.global_norm(grads)

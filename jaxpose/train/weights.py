@@ -48,18 +48,10 @@ def initial_model(config: ml_collections.ConfigDict,
     FileNotFoundError: ``init.path`` missing for 'imagenet' / 'checkpoint'.
   """
   cfg = model_config(config)
-  kind, path = config.init.kind, os.path.expanduser(config.init.get("path", "") or "")
+  kind, path = check_init(config)
   seed = config.train.seed
   if kind == "scratch":
     return models.build_model(cfg, seed=seed)
-  if kind not in ("imagenet", "checkpoint"):
-    raise ValueError(f"init.kind must be 'scratch', 'imagenet' or 'checkpoint', got {kind!r}")
-  if not path or not os.path.exists(path):
-    raise FileNotFoundError(
-        f"init.kind={kind!r} needs init.path, the file to start from; {path or '(unset)'} "
-        "does not exist. Download the ImageNet-pretrained weights the original project uses "
-        "(see the config's docstring) or start from random weights with "
-        "--config.init.kind=scratch")
   if kind == "checkpoint":
     return load_weights(path, cfg, partial=bool(config.init.get("partial", False)), seed=seed)
   state_dict = convert.load_state_dict(path).state_dict
@@ -72,6 +64,28 @@ def initial_model(config: ml_collections.ConfigDict,
               "checkpoint tensors unused", len(report.assigned), path, len(report.missing),
               len(report.unexpected))
   return model
+
+
+INIT_KINDS = ("scratch", "imagenet", "checkpoint")
+
+
+def check_init(config: ml_collections.ConfigDict) -> tuple[str, str]:
+  """``(init.kind, expanded init.path)`` after checking them (no file is read).
+
+  Raises:
+    ValueError: unknown ``init.kind``.
+    FileNotFoundError: ``init.path`` missing for 'imagenet' / 'checkpoint'.
+  """
+  kind, path = config.init.kind, os.path.expanduser(config.init.get("path", "") or "")
+  if kind not in INIT_KINDS:
+    raise ValueError(f"init.kind={kind!r}: must be one of {', '.join(map(repr, INIT_KINDS))}")
+  if kind != "scratch" and (not path or not os.path.exists(path)):
+    raise FileNotFoundError(
+        f"init.kind={kind!r} needs init.path, the file to start from; {path or '(unset)'} "
+        "does not exist. Download the ImageNet-pretrained weights the original project uses "
+        "(see the config's docstring) or start from random weights with "
+        "--config.init.kind=scratch")
+  return kind, path
 
 
 def load_weights(path: str, cfg, partial: bool = False, seed: int = 0) -> nnx.Module:
@@ -102,6 +116,12 @@ def load_weights(path: str, cfg, partial: bool = False, seed: int = 0) -> nnx.Mo
                 len(report.assigned), path, len(report.missing))
     return model
   if os.path.isdir(path):
+    if not os.path.isfile(os.path.join(path, convert.CONFIG_FILE)):
+      raise ValueError(
+          f"{path}: neither a jaxpose training run or checkpoint (best/<step>/state, "
+          f"checkpoints/<step>/state) nor a jaxpose.convert directory ({convert.CONFIG_FILE})"
+          + ("; it is a training workdir without any complete checkpoint"
+             if os.path.isfile(os.path.join(path, "config.json")) else ""))
     model, loaded = convert.load_converted(path, dtype=cfg.dtype)
     if loaded.replace(dtype=cfg.dtype) != cfg:
       raise ValueError(f"{path} holds a {loaded} model, the config asks for {cfg}")

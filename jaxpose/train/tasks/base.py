@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import Any, Protocol
 
 import jax
@@ -134,8 +134,11 @@ class Task:
 
   Attributes:
     config: the run's ``ml_collections.ConfigDict``.
+    predict_unsupported: None when ``jaxpose predict`` / ``jaxpose export`` can run the
+      method on users' images, else the one-line reason they refuse its models.
   """
   config: ml_collections.ConfigDict
+  predict_unsupported: str | None = None
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> "Task":
@@ -209,6 +212,18 @@ class Task:
     ``train/hparams/<name>``. Changing values never recompile. Default: none."""
     del step, schedule
     return {}
+
+  def step_phase(self, step: int, schedule: Schedule) -> Hashable:
+    """Host side, every process: the static training phase of the update after ``step``
+    updates, for losses whose computation (not just a value) changes during training,
+    e.g. VideoPose3D's supervised-only warm-up epochs before its semi-supervised terms.
+    The loop compiles the train step once per distinct phase and calls ``loss`` with
+    ``phase=<phase>`` (a task that returns phases other than None takes that keyword).
+    Default: None, one phase (``loss`` is called without ``phase``). Prefer
+    ``step_hparams`` for values: a traced ``jax.lax.cond`` would also work, but its
+    gradient runs convolutions far below speed on XLA:CPU."""
+    del step, schedule
+    return None
 
   def loss(self, model: nnx.Module, batch: Batch, rng: jax.Array,
            hparams: Mapping[str, jax.Array]) -> tuple[jax.Array, dict[str, jax.Array]]:

@@ -51,3 +51,9 @@ class HeatmapTask(topdown.TopDownTask):
     preds, maxvals = heatmap_codec.get_final_preds(heatmaps, center, scale,
                                                    post_process=self.config.eval.post_process)
     return preds, maxvals[..., 0]
+
+  def decode_traced(self, heatmaps: jax.Array, center: jax.Array, scale: jax.Array
+                    ) -> tuple[jax.Array, jax.Array]:
+    preds, maxvals = heatmap_codec.get_final_preds_jax(heatmaps, center, scale,
+                                                       post_process=self.config.eval.post_process)
+    return preds, maxvals[..., 0]

@@ -24,7 +24,7 @@ Human3.6M-type sets (people with depth) by ``H36MImageErrors`` on the decoded 3D
 decoded 2D joints. The first set's metrics keep their names and choose the best
 checkpoint; the others' are prefixed with the set name (``mpii/Mean``). With
 ``eval.baseline`` the first 3D set is also scored against the training sources' mean
-pose (``baseline MPJPE``). The run ends with ``Protocol #1 Error (MPJPE): X mm``.
+pose (``mean-pose MPJPE``, as the lifters name it). The run ends with ``Protocol #1 Error (MPJPE): X mm``.
 """
 from __future__ import annotations
 
@@ -42,13 +42,17 @@ from tqdm import tqdm
 from jaxpose import datasets
 from jaxpose.data import image3d, joint_maps, mixing, pipeline
 from jaxpose.data import keypoints as kp
-from jaxpose.evaluation import h36m_image
+from jaxpose.evaluation import h36m as h36m_eval
 from jaxpose.train.tasks import base
 
 logger = logging.getLogger(__name__)
 
 PEOPLE_CACHE_VERSION = 1
 BOX_RULES = ("stored", "joints")
+# The config fields every image-based 3D run reads.
+REQUIRED_FIELDS = {"data": ("sources", "mixture", "input_size", "mean", "std", "data_dir",
+                            "num_workers"),
+                   "eval": ("sets", "datasets", "batch_size", "flip_test")}
 
 
 def normalize(images: jax.Array, mean: Sequence[float], std: Sequence[float],
@@ -88,11 +92,20 @@ class Image3DTask(base.Task):
   """
   keypoint_set: kp.KeypointSet
   eval_keypoints: kp.KeypointSet
+  predict_unsupported = (
+      "jaxpose predict/export do not run image-based 3D models (their 3D decoding needs "
+      "each person's box, camera and root depth, which users' images lack); evaluate them "
+      "with launch.py --mode=eval")
   color: str = "rgb"
   pixel_scale: float = 255.0
 
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config
+    for section, fields in REQUIRED_FIELDS.items():
+      missing = [f for f in fields if f not in config.get(section, {})]
+      if missing:
+        raise ValueError(f"{type(self).__name__} needs {', '.join(f'{section}.{f}' for f in missing)}"
+                         " (configs/common.py: image3d_data / image3d_eval)")
     d = config.data
     self.sources = [self._entry(d.sources, name, "data.sources") for name in d.mixture]
     if not self.sources:
@@ -254,14 +267,14 @@ class Image3DTask(base.Task):
       columns = {k: v[rows][order] for k, v in predictions.items()}
       result = entry.evaluator(self._ref(cfg), columns, keypoints=self.eval_keypoints,
                                options=self.config.eval, workdir=ctx.workdir)
+      prefix = "" if set_index == 0 else f"{name}/"
       if self.config.eval.get("baseline", False) and "MPJPE" in result and not any(
-          k.startswith("baseline") for k in metrics):
+          k.endswith(h36m_eval.BASELINE_METRIC) for k in metrics):
         mean = self.mean_training_pose()
         base_cols = {**columns, "pose_3d": np.broadcast_to(mean, columns["pose_3d"].shape)}
         base_result = entry.evaluator(self._ref(cfg), base_cols, keypoints=self.eval_keypoints,
                                       options={"align": None}, workdir=ctx.workdir)
-        metrics[f"baseline MPJPE{'' if set_index == 0 else ' ' + name}"] = base_result["MPJPE"]
-      prefix = "" if set_index == 0 else f"{name}/"
+        metrics[prefix + h36m_eval.BASELINE_METRIC] = base_result["MPJPE"]
       metrics.update({prefix + k: v for k, v in result.items()})
     return metrics
 
@@ -290,5 +303,7 @@ class Image3DTask(base.Task):
     others = [f"{k}: {v:.4f}" for k, v in metrics.items() if k.split("/", 1)[0] in names]
     own = {k: v for k, v in metrics.items() if k.split("/", 1)[0] not in names}
     if "MPJPE" in own:
-      return "\n".join(others + [h36m_image.format_table(own, header)])
+      return "\n".join(others + h36m_eval.protocol_table(own, header=header, average="mean over "
+                                                         "the evaluated people")
+                        + h36m_eval.summary_lines(own))
     return "\n".join(others + [header] + [f"{k}: {v:.4f}" for k, v in own.items()])

@@ -31,11 +31,11 @@ import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
-from jaxpose import datasets
+from jaxpose import datasets, drawing
 from jaxpose.data import augment, pipeline, topdown
 from jaxpose.data import keypoints as kp
 from jaxpose.evaluation import coco as coco_eval
-from jaxpose.train import state as state_lib, summary
+from jaxpose.train import state as state_lib
 from jaxpose.train.tasks import base
 
 logger = logging.getLogger(__name__)
@@ -220,6 +220,14 @@ class TopDownTask(base.Task):
     ``[N, 2]`` -> ``(keypoints [N, K, 2] image pixels, scores [N, K])``."""
     raise NotImplementedError
 
+  def decode_traced(self, heatmaps: jax.Array, center: jax.Array, scale: jax.Array
+                    ) -> tuple[jax.Array, jax.Array]:
+    """*Traced* ``decode`` (the same numbers, for exported inference graphs): ``(keypoints
+    [N, K, 2] image pixels, scores [N, K])``. Methods without one raise
+    ``NotImplementedError`` (export their heatmaps and decode on the host)."""
+    raise NotImplementedError(f"{type(self).__name__} has no traced decoding; export the "
+                              "heatmaps (--no-decode) and decode them on the host")
+
   def predict_dataset(self, ctx: base.EvalContext) -> base.Columns:
     """Crops of this process's share of every evaluation batch -> decoded keypoints.
 
@@ -286,7 +294,7 @@ class TopDownTask(base.Task):
       idx = flat.argmax(0)
       pts = np.stack([(idx % hw + 0.5) * w / hw, (idx // hw + 0.5) * h / hh], -1)
       rgb = image if self.spec.color == "rgb" else image[..., ::-1]
-      out.append(summary.draw_skeleton(rgb, pts, flat.max(0) / self.summary_score_scale,
+      out.append(drawing.draw_skeleton(rgb, pts, flat.max(0) / self.summary_score_scale,
                                        self.keypoint_set.skeleton, self.flip_pairs))
     return np.stack(out)
 
