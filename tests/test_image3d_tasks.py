@@ -190,6 +190,7 @@ def test_configs_follow_the_released_recipes():
     tasks.make_task(config)
 
 
+@pytest.mark.slow  # ~30 s on the busy 2-core machine: training, two evaluation sets, predict
 def test_quickstart_trains_evaluates_and_prints_the_protocol_line(data, tmp_path, capsys):
   config = quickstart_3d_image.get_config("builder=tiny,trunk=8,width=16")
   config.eval.datasets.mpii = common.image3d_set("mpii", "validation")  # + PCKh, as the
