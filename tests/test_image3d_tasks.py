@@ -17,7 +17,7 @@ from configs import common, hg3d_h36m, integral_h36m, quickstart_3d_image
 from jaxpose import convert, models
 from jaxpose.data import builders, pipeline
 from jaxpose.data import keypoints as kp
-from jaxpose.train import loop, optim, state as state_lib, tasks, weights
+from jaxpose.train import loop, optim, state as state_lib, tasks, validation, weights
 from tests import test_builders, test_builders_image3d
 
 REPO = Path(__file__).resolve().parents[1]
@@ -148,6 +148,25 @@ def test_every_image3d_config_runs_one_train_step(spec, data):
   step = state_lib.jit_train_step(state_lib.make_train_step(train_def, task.loss, tx), mesh)
   state, metrics = step(state, state_lib.global_batch(next(train.iterator), mesh))
   assert int(state.step) == 1 and np.isfinite(float(metrics["loss"]))
+
+
+def test_every_image3d_config_passes_the_config_validation(tmp_path):
+  """main's whole-config check before any work, for training (from scratch: the ImageNet
+  and previous-stage files are the user's) and for ``--mode=eval``; a config missing the
+  image-3D sections fails in one line naming them."""
+  for spec in IMAGE3D_CONFIGS:
+    config = _config(spec)
+    config.init.kind = "scratch"
+    task = validation.validate_config(config, mode="train", device_count=1)
+    assert type(task) is tasks.task_class(config.task)
+    validation.validate_config(_config(spec), mode="eval", checkpoint="best")
+  config = _config("hg3d_h36m:stage=2")
+  with pytest.raises(validation.ConfigError, match="init.kind='checkpoint' needs init.path"):
+    validation.validate_config(config, mode="train")
+  del config.data["mixture"]
+  with pytest.raises(validation.ConfigError, match="needs data.mixture") as error:
+    validation.validate_config(config, mode="eval", checkpoint="best")
+  assert "\n" not in str(error.value)
 
 
 def test_configs_follow_the_released_recipes():
