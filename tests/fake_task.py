@@ -189,15 +189,6 @@ def config(**train) -> ml_collections.ConfigDict:
 def restore(workdir, config: ml_collections.ConfigDict, step: int | None = None,
             best: bool = False):
   """``(state, data, meta)`` of a run's checkpoint (``TrainCheckpointer.restore``)."""
-  from jaxpose import checkpoint as ckpt_lib
-  from jaxpose.train import state as state_lib
-  task = FakeTask(config)
-  model = task.build_model()
-  _, _, params, batch_stats = state_lib.split_model(model)
-  tx, _ = task.optimizer(model, base.Schedule(1, 1))
-  checkpointer = ckpt_lib.TrainCheckpointer(workdir)
-  try:
-    return checkpointer.restore(state_lib.init_train_state(params, batch_stats, tx, 0), step,
-                                best=best)
-  finally:
-    checkpointer.close()
+  from tests import resume_tools
+  return resume_tools.restore_run(workdir, config, task=FakeTask(config), step=step,
+                                  best=best)[1]

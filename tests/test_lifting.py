@@ -25,6 +25,7 @@ from jaxpose.evaluation import h36m
 from jaxpose.models import rie, videopose3d
 from jaxpose.train import loop, optim, state as state_lib, tasks
 from jaxpose.train.tasks import base, lifting
+from tests import resume_tools
 
 REPO = Path(__file__).resolve().parents[1]
 FLIP = kp.flip_permutation(17, kp.H36M_FLIP_PAIRS)
@@ -458,50 +459,13 @@ def test_bad_lifting_input_is_a_clear_error(mocap_dir, monkeypatch):
     task.load(task.eval_ref, None)
 
 
-class SimulatedCrash(Exception):
-  """Stands for a killed job."""
-
-
-_TRAIN_ITERATOR = sequences.train_iterator
-
-
-class _Recorder:
-  """Wraps ``sequences.train_iterator``: records batch fingerprints, can crash on a batch."""
-
-  def __init__(self, crash_at=None):
-    self.seen, self.crash_at = [], crash_at
-    self.original = _TRAIN_ITERATOR
-
-  def __call__(self, *args, **kwargs):
-    inner, recorder = self.original(*args, **kwargs), self
-
-    class It:
-      def __next__(self):
-        if recorder.crash_at is not None and len(recorder.seen) + 1 == recorder.crash_at:
-          raise SimulatedCrash(f"interrupted before batch {recorder.crash_at}")
-        batch = next(inner)
-        recorder.seen.append(hash(batch["keypoints_2d"].tobytes()))
-        return batch
-
-      def get_state(self):
-        return inner.get_state()
-
-      def set_state(self, state):
-        inner.set_state(state)
-
-    return It()
+_recorder = functools.partial(resume_tools.BatchRecorder, sequences.train_iterator,
+                              "keypoints_2d")
+SimulatedCrash = resume_tools.SimulatedCrash
 
 
 def _final_state(workdir: Path, config):
-  task = tasks.make_task(config)
-  model = task.build_model()
-  _, _, params, batch_stats = state_lib.split_model(model)
-  tx, _ = task.optimizer(model, base.Schedule(1, 1))
-  checkpointer = ckpt_lib.TrainCheckpointer(workdir)
-  restored, data_state, _ = checkpointer.restore(
-      state_lib.init_train_state(params, batch_stats, tx, 0))
-  checkpointer.close()
-  return restored, data_state
+  return resume_tools.restore_run(workdir, config)[1][:2]
 
 
 @pytest.mark.slow
@@ -509,7 +473,7 @@ def test_lifter_run_resumes_exactly_and_prints_the_protocols(mocap_dir, tmp_path
                                                              capsys):
   """Interrupted + resumed == straight, bit for bit, with the data position."""
   config = quickstart_tiny(mocap_dir, total_steps=4, checkpoint_every_steps=2)
-  straight = _Recorder()
+  straight = _recorder()
   monkeypatch.setattr(sequences, "train_iterator", straight)
   metrics = loop.train_and_evaluate(config, str(tmp_path / "straight"))
   out = capsys.readouterr().out
@@ -517,11 +481,11 @@ def test_lifter_run_resumes_exactly_and_prints_the_protocols(mocap_dir, tmp_path
   assert 0 < metrics["MPJPE"] and metrics["mean-pose MPJPE"] > 100
   assert json.loads((tmp_path / "straight" / "results" / "h36m_protocols.json").read_text())[
       "average"]["MPJPE"] == pytest.approx(metrics["MPJPE"])
-  first = _Recorder(crash_at=3)
+  first = _recorder(crash_at=3)
   monkeypatch.setattr(sequences, "train_iterator", first)
   with pytest.raises(SimulatedCrash):
     loop.train_and_evaluate(config, str(tmp_path / "resumed"))
-  second = _Recorder()
+  second = _recorder()
   monkeypatch.setattr(sequences, "train_iterator", second)
   loop.train_and_evaluate(config, str(tmp_path / "resumed"))
   assert first.seen + second.seen == straight.seen and len(straight.seen) == 4

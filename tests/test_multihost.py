@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from jaxpose.train import multihost
-from tests import processes
+from tests import processes, resume_tools
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -120,21 +120,6 @@ def _eval_scalars(workdir: Path) -> dict[int, dict[str, float]]:
   return out
 
 
-def _final_state(workdir: Path, config):
-  from jaxpose import checkpoint as ckpt_lib
-  from jaxpose.train import state as state_lib, tasks
-  task = tasks.make_task(config)
-  model = task.init_model()
-  _, _, params, batch_stats = state_lib.split_model(model)
-  tx, _ = task.optimizer(model, tasks.base.Schedule(1, 1))
-  initial = state_lib.init_train_state(params, batch_stats, tx, 0)
-  checkpointer = ckpt_lib.TrainCheckpointer(workdir)
-  try:
-    return initial, checkpointer.restore(initial)
-  finally:
-    checkpointer.close()
-
-
 def _keypoints(workdir: Path) -> np.ndarray:
   """The last evaluation's keypoints (COCO results file), in annotation order."""
   path = max(glob.glob(str(workdir / "results" / "*.json")), key=os.path.getmtime)
@@ -178,8 +163,8 @@ def test_two_processes_train_like_one(data_dir, tmp_path):
   np.testing.assert_allclose(_keypoints(two), _keypoints(one), atol=1e-3)  # all 6 persons
   assert os.listdir(one / "best") == os.listdir(two / "best")
 
-  initial, (a, data_a, _) = _final_state(one, _config(data_dir))
-  _, (b, data_b, _) = _final_state(two, _config(data_dir))
+  initial, (a, data_a, _) = resume_tools.restore_run(one, _config(data_dir), from_init=True)
+  _, (b, data_b, _) = resume_tools.restore_run(two, _config(data_dir))
   assert int(a.step) == int(b.step) == 5 and data_a == data_b
   for (path, x), y, x0 in zip(jax.tree_util.tree_leaves_with_path(a),
                               jax.tree_util.tree_leaves(b), jax.tree_util.tree_leaves(initial)):

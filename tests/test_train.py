@@ -1,6 +1,7 @@
 """The training system: optimizers, the sharded step, checkpoints and exact resume, the loop."""
 from __future__ import annotations
 
+import functools
 import glob
 import importlib
 import json
@@ -26,6 +27,7 @@ from jaxpose import convert, datasets, models
 from jaxpose.data import pipeline
 from jaxpose.models import resnet
 from jaxpose.train import loop, optim, state as state_lib, tasks, validation, weights
+from tests import resume_tools
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_FILES = sorted(p.stem for p in (REPO / "configs").glob("*.py")
@@ -420,69 +422,26 @@ def _event_tags(logdir: Path) -> set[str]:
   return tags
 
 
-_TRAIN_ITERATOR = pipeline.train_iterator
-
-
-class SimulatedCrash(Exception):
-  """Stands for a killed job (KeyboardInterrupt would also stop the pytest-xdist worker)."""
-
-
-class _Recorder:
-  """Wraps ``pipeline.train_iterator``: records batch fingerprints, can crash on a batch or
-  give one NaN targets."""
-
-  def __init__(self, crash_at: int | None = None, nan_at: int | None = None):
-    self.seen: list[str] = []
-    self.crash_at = crash_at
-    self.nan_at = nan_at  # this batch (0-based) gets NaN targets
-    self._original = _TRAIN_ITERATOR
-
-  def __call__(self, *args, **kwargs):
-    inner = self._original(*args, **kwargs)
-    recorder = self
-
-    class It:
-      def __next__(self):
-        if recorder.crash_at is not None and len(recorder.seen) + 1 == recorder.crash_at:
-          raise SimulatedCrash(f"interrupted before batch {recorder.crash_at}")
-        batch = next(inner)
-        if len(recorder.seen) == recorder.nan_at:
-          batch = dict(batch, target=np.full_like(batch["target"], np.nan))
-        recorder.seen.append(str(hash(batch["image"].tobytes())))
-        return batch
-
-      def get_state(self):
-        return inner.get_state()
-
-      def set_state(self, state):
-        inner.set_state(state)
-
-    return It()
+_recorder = functools.partial(resume_tools.BatchRecorder, pipeline.train_iterator, "image")
+SimulatedCrash = resume_tools.SimulatedCrash
 
 
 def _final_state(workdir: Path, config):
-  model = models.build_model(weights.model_config(config))
-  _, _, params, batch_stats = state_lib.split_model(model)
-  tx, _ = optim.make_optimizer(config.optim, 1)
-  target = state_lib.init_train_state(params, batch_stats, tx, 0)
-  checkpointer = loop.ckpt_lib.TrainCheckpointer(workdir)
-  restored, data_state, _ = checkpointer.restore(target)
-  checkpointer.close()
-  return restored, data_state
+  return resume_tools.restore_run(workdir, config)[1][:2]
 
 
 def test_interrupted_run_resumes_exactly(data_dir, tmp_path, monkeypatch):
   steps = 4
-  straight = _Recorder()
+  straight = _recorder()
   monkeypatch.setattr(pipeline, "train_iterator", straight)
   config = tiny_config(data_dir, total_steps=steps, checkpoint_every_steps=2)
   loop.train_and_evaluate(config, str(tmp_path / "straight"))
 
-  first = _Recorder(crash_at=3)  # crashes fetching batch 3, after the step-2 checkpoint
+  first = _recorder(crash_at=3)  # crashes fetching batch 3, after the step-2 checkpoint
   monkeypatch.setattr(pipeline, "train_iterator", first)
   with pytest.raises(SimulatedCrash):
     loop.train_and_evaluate(config, str(tmp_path / "resumed"))
-  second = _Recorder()
+  second = _recorder()
   monkeypatch.setattr(pipeline, "train_iterator", second)
   loop.train_and_evaluate(config, str(tmp_path / "resumed"))
 
@@ -501,13 +460,13 @@ def test_non_finite_loss_stops_the_run_and_resumes_with_a_lower_lr(data_dir, tmp
   last good state (step 1) is saved with the data position after batch 1. Resuming (at a
   lower learning rate, the data mended) trains on from batch 2 with finite losses."""
   config = tiny_config(data_dir, total_steps=5, log_every_steps=4, checkpoint_every_steps=3)
-  first = _Recorder(nan_at=1)
+  first = _recorder(nan_at=1)
   monkeypatch.setattr(pipeline, "train_iterator", first)
   with pytest.raises(loop.NonFiniteLossError, match=r"at step 2 \(update 1\); stopped at step 3"):
     loop.train_and_evaluate(config, str(tmp_path))
   saved = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
   assert saved == [1]
-  second = _Recorder()
+  second = _recorder()
   monkeypatch.setattr(pipeline, "train_iterator", second)
   config.optim.lr = 5e-4
   loop.train_and_evaluate(config, str(tmp_path))
