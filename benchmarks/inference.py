@@ -57,6 +57,14 @@ def forward_fn(config):
   return forward, state
 
 
+def jitted_case(name: str, batch: int, dtype: str = "float32"):
+  """``(jitted forward, (state, inputs))`` of a RELEASED model at ``batch``."""
+  config, shape = RELEASED[name]
+  forward, state = forward_fn(config.replace(dtype=dtype))
+  x = jnp.asarray(np.random.RandomState(0).standard_normal((batch, *shape)), jnp.float32)
+  return jax.jit(forward), (state, x)
+
+
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--models", default=",".join(RELEASED),

@@ -46,6 +46,27 @@ def random_batch(config, batch: int) -> dict[str, np.ndarray]:
           "target_weight": np.ones((batch, k), np.float32)}
 
 
+def jitted_case(spec: str, dtype: str, batch_per_device: int):
+  """``(jitted train step, (state, batch))`` of config ``spec``."""
+  config = load_config(spec)
+  config.unlock()
+  config.train.dtype = dtype
+  config.init.kind = "scratch"
+  mesh = state_lib.make_mesh()
+  batch = batch_per_device * jax.device_count()
+  task = tasks.make_task(config, loop.KEYPOINT_SETS[config.data.keypoints]["flip_pairs"])
+  model = loop.initial_model(config)
+  train_def, _, params, batch_stats = state_lib.split_model(model)
+  tx, _ = optim.make_optimizer(config.optim, 1000)
+  train_state = jax.device_put(state_lib.init_train_state(params, batch_stats, tx, 0),
+                               state_lib.replicated(mesh))
+  step = state_lib.make_train_step(train_def, task.loss, tx, task.preprocess)
+  data = state_lib.global_batch(random_batch(config, batch), mesh)
+  jitted = jax.jit(step, in_shardings=(state_lib.replicated(mesh), state_lib.batch_sharding(mesh)),
+                   out_shardings=(state_lib.replicated(mesh), state_lib.replicated(mesh)))
+  return jitted, (train_state, data)
+
+
 def benchmark(spec: str, dtype: str, batch_per_device: int, repeats: int) -> dict:
   config = load_config(spec)
   config.unlock()
