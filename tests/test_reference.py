@@ -10,7 +10,9 @@ count. For every ``models/*.json``:
    an Orbax checkpoint, which is loaded back from disk;
 3. the Flax model runs on the stored inputs and every stored output (including
    ``derived_from`` outputs and MSPN's ``aux_outputs``) is compared with a tolerance of
-   ``TOLERANCE_FACTOR`` x the fixture's ``fp32_vs_fp64_max_abs`` for that output;
+   ``TOLERANCE_FACTOR`` x the fixture's ``fp32_vs_fp64_max_abs`` for that output; so does
+   the inference path users get (``jaxpose.models.inference.prepare_for_inference``:
+   BatchNorms folded into convolutions), with the same tolerance;
 4. the legacy-format conversion must give bit-identical variables.
 
 For every ``functions/*.json`` each case runs through the checker for that function
@@ -33,6 +35,7 @@ import pytest
 from jaxpose import checkpoint
 from jaxpose import convert
 from jaxpose.codecs import integral as integral_codec
+from jaxpose.models import inference
 from tests.conformance import functions_2d, functions_3d
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -115,6 +118,12 @@ def _run_rie(model, inputs):
   return {"output": np.asarray(model(inputs["input"])["poses"])}
 
 
+def _model_input_shape(family: str, inputs: Mapping[str, np.ndarray]) -> tuple[int, ...]:
+  """The shape of the model's own input (NHWC images, (N, T, J, 2) keypoints)."""
+  x = inputs["input"]
+  return tuple(x.shape) if family in ("videopose3d", "rie") else _nhwc(x).shape
+
+
 RUNNERS: dict[str, Callable] = {
     "pose_resnet": _run_heatmap_model,
     "pose_hrnet": _run_heatmap_model,
@@ -192,24 +201,26 @@ def test_model_fixture(fixture_path: Path, tmp_path: Path):
 
   model.eval()
   inputs = {name: arrays[name] for name in manifest["inputs"]}
-  raw = RUNNERS[family](model, inputs)
+  prepared = inference.prepare_for_inference(model, _model_input_shape(family, inputs))
   expected = {**manifest["outputs"], **manifest.get("aux_outputs", {})}
   noise = manifest["fp32_vs_fp64_max_abs"]
-  for name, spec in expected.items():
-    if "derived_from" in spec:
-      # ``derived_from.output`` names (or describes) the raw output it was computed from.
-      source = spec["derived_from"].get("output")
-      ours = _derive(spec["derived_from"], raw[source if source in raw else "output"])
-    else:
-      assert name in raw, f"{fixture_path.name}: jaxpose produced no output {name!r}"
-      ours = raw[name]
-    want = arrays[name]
-    assert ours.shape == want.shape, f"{name}: shape {ours.shape} != {want.shape}"
-    tol = TOLERANCE_FACTOR * noise[name]
-    err = float(np.max(np.abs(ours.astype(np.float64) - want)))
-    print(f"{fixture_path.stem}/{name}: max |diff| {err:.3g} = {err / noise[name]:.2f} x "
-          f"fp32-vs-fp64 noise (allowed {TOLERANCE_FACTOR:g} x)")  # pytest -s shows it
-    assert err <= tol, f"{fixture_path.stem}/{name}: max |diff| {err:.3g} > {tol:.3g}"
+  for path, runnable in (("model", model), ("inference path", prepared)):
+    raw = RUNNERS[family](runnable, inputs)
+    for name, spec in expected.items():
+      if "derived_from" in spec:
+        # ``derived_from.output`` names (or describes) the raw output it was computed from.
+        source = spec["derived_from"].get("output")
+        ours = _derive(spec["derived_from"], raw[source if source in raw else "output"])
+      else:
+        assert name in raw, f"{fixture_path.name}: jaxpose produced no output {name!r}"
+        ours = raw[name]
+      want = arrays[name]
+      assert ours.shape == want.shape, f"{name}: shape {ours.shape} != {want.shape}"
+      tol = TOLERANCE_FACTOR * noise[name]
+      err = float(np.max(np.abs(ours.astype(np.float64) - want)))
+      print(f"{fixture_path.stem}/{name} ({path}): max |diff| {err:.3g} = {err / noise[name]:.2f} "
+            f"x fp32-vs-fp64 noise (allowed {TOLERANCE_FACTOR:g} x)")  # pytest -s shows it
+      assert err <= tol, f"{fixture_path.stem}/{name} ({path}): max |diff| {err:.3g} > {tol:.3g}"
 
 
 @pytest.mark.parametrize("fixture_path,case", _function_cases())

@@ -17,6 +17,8 @@ family (see ``jaxpose.convert``). Layouts: images ``[B, H, W, C]``, sequences
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import itertools
 import math
 from collections.abc import Callable, Sequence
@@ -26,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.ad_checkpoint import checkpoint_name
 
 Array = jax.Array
 Dtype = Any
@@ -93,6 +96,43 @@ def _torch_default_bias_init(fan_in: int) -> Initializer:
 def zeros_init(key, shape, dtype=jnp.float32):
   del key
   return jnp.zeros(shape, dtype)
+
+
+# ----------------------------------------------------------------------------------------
+# Call recording (trace time only; used by jaxpose.models.inference to find conv -> BN pairs)
+# ----------------------------------------------------------------------------------------
+
+_CALLS: contextvars.ContextVar[list | None] = contextvars.ContextVar("jaxpose_layer_calls",
+                                                                     default=None)
+
+
+@contextlib.contextmanager
+def recording_calls():
+  """Tags layer inputs and outputs so that a trace of the model shows who reads what.
+
+  While active, the output of every ``Conv``, ``ConvTranspose`` and ``Linear`` call and the
+  input of every ``BatchNorm`` call pass through a named identity
+  (``jax.ad_checkpoint.checkpoint_name``); ``(module, role, name)`` is appended to the
+  yielded list, ``role`` being ``"output"`` or ``"input"``. In a ``jax.make_jaxpr`` of the
+  model the ``name`` equations then mark those values. Used by ``jaxpose.models.inference``
+  to find BatchNorms that only normalise one convolution's output. Outside the context
+  nothing is tagged.
+  """
+  calls: list = []
+  token = _CALLS.set(calls)
+  try:
+    yield calls
+  finally:
+    _CALLS.reset(token)
+
+
+def _tag(module, role: str, value: Array) -> Array:
+  calls = _CALLS.get()
+  if calls is None:
+    return value
+  name = f"jaxpose_{role}_{len(calls)}"
+  calls.append((module, role, name))
+  return checkpoint_name(value, name)
 
 
 # ----------------------------------------------------------------------------------------
@@ -179,7 +219,7 @@ class Conv(nnx.Module):
       )
     if self.bias is not None:
       y = y + self.bias[...].astype(dtype)
-    return y
+    return _tag(self, "output", y)
 
   @staticmethod
   def torch_to_jax(leaf: str, array: np.ndarray) -> tuple[str, np.ndarray]:
@@ -345,7 +385,7 @@ class ConvTranspose(nnx.Module):
                        dilation=self.dilation, precision=self.precision)
     if self.bias is not None:
       y = y + self.bias[...].astype(dtype)
-    return y
+    return _tag(self, "output", y)
 
   @staticmethod
   def torch_to_jax(leaf: str, array: np.ndarray) -> tuple[str, np.ndarray]:
@@ -401,7 +441,7 @@ class Linear(nnx.Module):
     y = jnp.matmul(x.astype(dtype), self.kernel[...].astype(dtype), precision=self.precision)
     if self.bias is not None:
       y = y + self.bias[...].astype(dtype)
-    return y
+    return _tag(self, "output", y)
 
   @staticmethod
   def torch_to_jax(leaf: str, array: np.ndarray) -> tuple[str, np.ndarray]:
@@ -439,6 +479,8 @@ class BatchNorm(nnx.Module):
   Attributes:
     scale, bias: ``[C]`` params (PyTorch ``weight``, ``bias``).
     mean, var: ``[C]`` batch statistics (PyTorch ``running_mean``, ``running_var``).
+    folded: set by ``jaxpose.models.inference.fold_batch_norms`` once the convolution
+      before this layer applies its eval-mode normalisation; the layer then only casts.
   """
 
   def __init__(
@@ -463,12 +505,19 @@ class BatchNorm(nnx.Module):
     self.bias = nnx.Param(jnp.zeros((num_features,), param_dtype))
     self.mean = nnx.BatchStat(jnp.zeros((num_features,), jnp.float32))
     self.var = nnx.BatchStat(jnp.ones((num_features,), jnp.float32))
+    self.folded = False
 
   def __call__(self, x: Array) -> Array:
     """x: ``[..., C]`` -> same shape, dtype ``self.dtype or x.dtype``."""
     if x.shape[-1] != self.num_features:
       raise ValueError(f"BatchNorm expects input [..., {self.num_features}], got {tuple(x.shape)}")
     out_dtype = self.dtype or x.dtype
+    x = _tag(self, "input", x)
+    if self.folded:
+      if not self.use_running_average:
+        raise ValueError("a BatchNorm folded into its convolution is for inference only "
+                         "(use the unfolded model in training mode)")
+      return x.astype(out_dtype)
     x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))  # at least float32 statistics
     if self.use_running_average:
       mean, var = self.mean[...], self.var[...]
