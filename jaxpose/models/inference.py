@@ -184,13 +184,15 @@ def micro_batched(apply: Callable[[Array], Any], micro_batch: int | None
   return run
 
 
-def forward_fn(model: nnx.Module, micro_batch: int | None | str = "auto"
-               ) -> tuple[Callable[[Any, Array], Any], Any]:
+def forward_fn(model: nnx.Module, micro_batch: int | None | str = "auto",
+               output: str | None = None) -> tuple[Callable[[Any, Array], Any], Any]:
   """``(forward, state)``: the pure function ``forward(state, x) -> model(x)`` for ``jax.jit``.
 
   Args:
     model: a (prepared) model; its current mode (eval) is kept.
     micro_batch: ``"auto"`` (``micro_batch_size()``), None (whole batch) or a size.
+    output: return only this entry of the model's output dict (e.g. ``"heatmaps"``), so
+      that XLA drops what computes nothing else (MSPN's earlier stages' heatmaps).
   """
   if micro_batch == "auto":
     micro_batch = micro_batch_size()
@@ -198,6 +200,7 @@ def forward_fn(model: nnx.Module, micro_batch: int | None | str = "auto"
 
   def forward(state, x: Array):
     module = nnx.merge(graphdef, state)
-    return micro_batched(module, micro_batch)(x)
+    apply = module if output is None else (lambda x: module(x)[output])
+    return micro_batched(apply, micro_batch)(x)
 
   return forward, nnx.as_pure(state)
