@@ -122,3 +122,46 @@ def test_micro_batched_forward_equals_whole_batch(micro_batch):
 def test_micro_batch_rejects_nonpositive_sizes():
   with pytest.raises(ValueError, match="micro_batch"):
     inference.micro_batched(lambda x: x, 0)
+
+
+def test_prepare_inside_jit_folds_traced_parameters():
+  """An evaluation step folds the parameters it is called with (they change in training)."""
+  config, shape = TINY["pose_hrnet"]
+  model = models.build_model(config)
+  rs = np.random.RandomState(0)
+  for _, module in nnx.iter_modules(model):
+    if isinstance(module, layers.BatchNorm):
+      module.mean.set_value(jnp.asarray(rs.normal(0, 0.1, module.num_features), jnp.float32))
+      module.var.set_value(jnp.asarray(rs.uniform(0.5, 1.5, module.num_features), jnp.float32))
+  model.eval()
+  graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+
+  @jax.jit
+  def step(params, batch_stats, x):
+    fast = inference.prepare_for_inference(nnx.merge(graphdef, params, batch_stats),
+                                           (1, *x.shape[1:]))
+    return inference.micro_batched(fast, 2)(x)["heatmaps"]
+
+  x = jnp.asarray(rs.standard_normal((3, *shape[1:])), jnp.float32)
+  want = model(x)["heatmaps"]
+  got = step(params, batch_stats, x)
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5,
+                             atol=1e-5 * float(jnp.max(jnp.abs(want))))
+  doubled = jax.tree_util.tree_map(lambda p: 2 * p, params)  # new parameters, same step
+  want = nnx.merge(graphdef, doubled, batch_stats)(x)["heatmaps"]
+  np.testing.assert_allclose(np.asarray(step(doubled, batch_stats, x)), np.asarray(want),
+                             rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(want))))
+
+
+def test_bfloat16_compute_dtype_keeps_float32_parameters_and_outputs():
+  config, shape = TINY["pose_resnet"]
+  model = models.build_model(config)
+  model.eval()
+  fast = inference.prepare_for_inference(model, shape, compute_dtype="bfloat16")
+  assert fast.config.dtype == "bfloat16" and model.config.dtype == "float32"
+  assert all(v.dtype == jnp.float32 for v in jax.tree_util.tree_leaves(nnx.state(fast)))
+  x = jnp.asarray(np.random.RandomState(0).standard_normal(shape), jnp.float32)
+  want, got = model(x)["heatmaps"], fast(x)["heatmaps"]
+  assert got.dtype == jnp.float32
+  err = float(jnp.max(jnp.abs(got - want)) / jnp.max(jnp.abs(want)))
+  assert 0 < err < 0.05, err  # bfloat16 rounding (8 bits of mantissa), not a wrong model

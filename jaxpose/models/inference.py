@@ -9,21 +9,33 @@ function differently. ``prepare_for_inference`` returns an eval-mode copy of a m
 
 ``forward_fn`` turns a (prepared) model into a pure ``(state, inputs) -> outputs`` function
 for ``jax.jit`` that runs a large batch as a sequence of micro-batches (``jax.lax.map``)
-where that is faster: activations of a micro-batch stay in the CPU caches (HRNet's
-high-resolution branches make large CPU batches memory-bound). ``micro_batch_size`` holds
-the measured choice per platform. Both are what the evaluation step, ``predict`` and
+where that is faster: activations of a micro-batch stay in the CPU caches (large CPU
+batches are memory-bound: HRNet's high-resolution branches, VideoPose3D's 243-frame
+sequences). ``micro_batch_size`` holds the measured choice per platform. Both are what the evaluation step, ``predict`` and
 exported artifacts should call; nothing here changes a model's outputs beyond float
 rounding (``tests/test_inference.py`` runs the conformance fixtures through this path).
 
-Usage::
+Usage (a fixed model: fold once, outside ``jax.jit``)::
 
     fast = inference.prepare_for_inference(model, (1, 256, 192, 3))
-    forward, state = inference.forward_fn(fast)
-    heatmaps = jax.jit(forward)(state, images)["heatmaps"]
+    forward, state = inference.forward_fn(fast, output="heatmaps")
+    heatmaps = jax.jit(forward)(state, images)
+
+Inside a jitted step whose parameters change between calls (the evaluation during
+training), the same call folds the traced parameters on every call (cheap next to a batch)::
+
+    def step(params, batch_stats, images):
+      model = nnx.merge(eval_def, params, batch_stats)
+      fast = inference.prepare_for_inference(model, (1, *images.shape[1:]))
+      apply = inference.micro_batched(fast, inference.micro_batch_size())
+      return task.predict(apply, task.preprocess(images))
+
+bfloat16 inference: ``prepare_for_inference(..., compute_dtype="bfloat16")``.
 """
 from __future__ import annotations
 
 import collections
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -101,17 +113,24 @@ def _feeds_only(conv, bn, calls, tagged, readers) -> bool:
 
 
 def fold_batch_norm(conv: ConvLayer, bn: layers.BatchNorm) -> None:
-  """Folds eval-mode ``bn`` into ``conv`` in place (float64 arithmetic) and marks it folded."""
-  kernel = np.asarray(conv.kernel[...], np.float64)
-  a = np.asarray(bn.scale[...], np.float64) / np.sqrt(np.asarray(bn.var[...], np.float64)
-                                                      + bn.epsilon)
-  bias = np.zeros(kernel.shape[-1]) if conv.bias is None else np.asarray(conv.bias[...],
-                                                                          np.float64)
-  new_bias = (bias - np.asarray(bn.mean[...], np.float64)) * a + np.asarray(bn.bias[...],
-                                                                            np.float64)
-  dtype = conv.kernel[...].dtype
+  """Folds eval-mode ``bn`` into ``conv`` in place and marks it folded.
+
+  Concrete variables are folded in float64 (numpy); traced ones (inside ``jax.jit``, e.g.
+  an evaluation step that folds its parameters on every call) in at least float32.
+  """
+  values = [conv.kernel[...], bn.scale[...], bn.bias[...], bn.mean[...], bn.var[...]]
+  if conv.bias is not None:
+    values.append(conv.bias[...])
+  dtype = values[0].dtype
+  if any(isinstance(v, jax.core.Tracer) for v in values):
+    xp, calc = jnp, jnp.promote_types(dtype, jnp.float32)
+  else:
+    xp, calc = np, np.float64
+  kernel, scale, beta, mean, var = (xp.asarray(v, calc) for v in values[:5])
+  bias = xp.asarray(values[5], calc) if conv.bias is not None else xp.zeros(kernel.shape[-1], calc)
+  a = scale / xp.sqrt(var + bn.epsilon)
   conv.kernel.set_value(jnp.asarray(kernel * a, dtype))
-  conv.bias = nnx.data(nnx.Param(jnp.asarray(new_bias, dtype)))  # may have been None
+  conv.bias = nnx.data(nnx.Param(jnp.asarray((bias - mean) * a + beta, dtype)))  # was None?
   bn.folded = True
 
 
@@ -124,8 +143,24 @@ def fold_batch_norms(model: nnx.Module, input_shape: Sequence[int],
   return len(pairs)
 
 
+def with_compute_dtype(model: nnx.Module, dtype: str) -> nnx.Module:
+  """A copy of ``model``'s variables in the same architecture computing in ``dtype``
+  ('bfloat16', ...), in eval mode.
+
+  Parameters stay as they are (float32); every layer casts them to ``dtype`` when it runs,
+  as a model built with ``config.dtype = dtype`` does.
+  """
+  from jaxpose import models  # the family table imports this package
+  layers.as_dtype(dtype)
+  graphdef, _ = nnx.split(models.abstract_model(model.config.replace(dtype=dtype)))
+  result = nnx.merge(graphdef, nnx.state(nnx.clone(model)))
+  result.eval()
+  return result
+
+
 def prepare_for_inference(model: nnx.Module, input_shape: Sequence[int],
-                          input_dtype=jnp.float32) -> nnx.Module:
+                          input_dtype=jnp.float32, compute_dtype: str | None = None
+                          ) -> nnx.Module:
   """An eval-mode copy of ``model`` computing the same outputs (up to rounding), faster.
 
   Args:
@@ -133,11 +168,15 @@ def prepare_for_inference(model: nnx.Module, input_shape: Sequence[int],
     input_shape: the shape of one model input (e.g. ``(1, 256, 192, 3)``; the batch size
       does not matter), used to trace which layers feed which.
     input_dtype: the input's dtype.
+    compute_dtype: e.g. ``'bfloat16'``: compute in that dtype (parameters stay float32,
+      outputs float32). None keeps the model's own ``config.dtype``. bfloat16 is faster on
+      CPUs with AVX512_BF16/AMX and on GPUs, at an accuracy cost measured by
+      ``benchmarks/bf16_accuracy.py``.
 
   Returns:
     The prepared copy, in eval mode. Not for training: its BatchNorms are folded away.
   """
-  prepared = nnx.clone(model)
+  prepared = with_compute_dtype(model, compute_dtype) if compute_dtype else nnx.clone(model)
   prepared.eval()
   fold_batch_norms(prepared, input_shape, input_dtype)
   return prepared
@@ -147,14 +186,20 @@ def prepare_for_inference(model: nnx.Module, input_shape: Sequence[int],
 # Micro-batching
 # ----------------------------------------------------------------------------------------
 
-# Micro-batch per platform, measured with benchmarks/inference.py (2-core CPU: HRNet-w32
-# batch 32 gains most from 1..4; the others do not lose). None: the whole batch at once.
-MICRO_BATCH = {"cpu": 4}
-
-
 def micro_batch_size(platform: str | None = None) -> int | None:
-  """The micro-batch ``forward_fn`` uses by default on ``platform`` (default backend)."""
-  return MICRO_BATCH.get(platform or jax.default_backend())
+  """The micro-batch ``forward_fn`` uses by default on ``platform`` (default backend).
+
+  CPU: one item per core pair (1 on 2 cores). Measured on a 2-core CPU (4 MiB L2 per core),
+  batch 32, speed-up over the whole batch at once (BatchNorms folded in all cases), for
+  micro-batches of 1 / 2 / 4 / 8: HRNet-w32 1.11 / - / 1.06 / 1.06, SimpleBaseline-50
+  1.13 / 1.31 / 1.32 / 1.24, MSPN-2stg 1.47 / 1.34 / 1.01 / 1.00, VideoPose3D-243
+  1.60 / 1.39 / 1.14 / 1.09 (contended machine): a micro-batch's activations stay in the
+  caches. Larger CPUs get proportionally larger micro-batches to keep every core busy (not
+  measured). Other platforms (GPU, TPU): None, the whole batch.
+  """
+  if (platform or jax.default_backend()) != "cpu":
+    return None
+  return max(1, len(os.sched_getaffinity(0)) // 2)
 
 
 def micro_batched(apply: Callable[[Array], Any], micro_batch: int | None
