@@ -11,8 +11,8 @@ micro-batches, jitted) on deterministic synthetic weights. Where ``torch`` is in
 the family has a peer (``benchmarks/_torch_peers.py``: SimpleBaseline, HRNet, MSPN,
 VideoPose3D written as the originals define them, NCHW, eval mode, ``torch.no_grad``), the
 same weights are exported with ``jaxpose.convert.export_state_dict``, loaded strictly into
-the peer, and the two outputs are compared once (``peer max|diff|``, relative to the output's
-max). Both run on the same inputs with the same thread count (XLA:CPU uses one thread per
+the peer, and the two outputs are compared once (``peer rel. diff``: max abs difference
+relative to the output's max). Both run on the same inputs with the same thread count (XLA:CPU uses one thread per
 available core; ``torch.set_num_threads`` gets that number), alternating in blocks of calls
 (each block starts with an untimed call), and the medians are reported: on a shared machine
 both see the same load. Without torch only the jaxpose columns are printed. On a machine
@@ -258,7 +258,7 @@ def main(argv=None) -> None:
     columns.append(("plain_items_s", "plain path items/s", ".2f"))
   if any("torch_items_s" in r for r in rows):
     columns += [("torch_items_s", "PyTorch fp32 items/s", ".2f"),
-                ("ratio", "ratio", ".2f"), ("peer_diff", "peer max|diff|", "")]
+                ("ratio", "ratio", ".2f"), ("peer_diff", "peer rel. diff", "")]
   _timing.print_table(rows, columns)
 
 

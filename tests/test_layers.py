@@ -85,3 +85,21 @@ def test_conv_transpose_layer_matches_torch_semantics_in_float32():
   got = layer(jnp.asarray(x))
   assert got.shape == (2, 8, 6, 5)
   np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("c_in,c_out", [(8, 3), (3, 8), (5, 5)])
+def test_pointwise_conv_gradients_equal_dot_general(c_in, c_out):
+  """Both operand orders of the kernel gradient, against plain dot_general (float64)."""
+  rs = np.random.RandomState(0)
+  with jax.enable_x64(True):
+    x = jnp.asarray(rs.standard_normal((2, 4, 3, c_in)))
+    k = jnp.asarray(rs.standard_normal((c_in, c_out)))
+    cotangent = jnp.asarray(rs.standard_normal((2, 4, 3, c_out)))
+    plain = lambda x, k: jax.lax.dot_general(x, k, (((3,), (0,)), ((), ())))
+    np.testing.assert_array_equal(np.asarray(layers.pointwise_conv(x, k)), np.asarray(plain(x, k)))
+    ours = jax.grad(lambda x, k: jnp.vdot(layers.pointwise_conv(x, k), cotangent),
+                    argnums=(0, 1))(x, k)
+    theirs = jax.grad(lambda x, k: jnp.vdot(plain(x, k), cotangent), argnums=(0, 1))(x, k)
+    for a, b in zip(ours, theirs):
+      assert a.shape == b.shape
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-12)
