@@ -331,25 +331,81 @@ def conv_transpose(x: Array, kernel: Array, *, strides: Sequence[int], padding: 
     return jax.lax.conv_general_dilated(x, flipped, (1,) * nd, pads, lhs_dilation=strides,
                                         rhs_dilation=dilation, dimension_numbers=dn,
                                         precision=precision)
-  plans = [_phase_taps(x.shape[1 + d], ksize[d], strides[d], padding[d], output_padding[d])
-           for d in range(nd)]
-  q = tuple(plan[1] for plan in plans)
-  outs = []
-  for phase in itertools.product(*(plan[2] for plan in plans)):
+  return _conv_transpose_phases(x, kernel, tuple(strides), tuple(padding), tuple(output_padding),
+                                precision)
+
+
+def _conv_transpose_phase_kernels(kernel: Array, strides: Sequence[int], padding: Sequence[int]
+                                 ) -> list[Array | None]:
+  """The kernel taps each output phase of ``conv_transpose`` correlates with, in phase order
+  (``itertools.product`` over the spatial dims); None for a phase that meets no tap."""
+  nd = len(strides)
+  plans = [_phase_taps(1, kernel.shape[d], strides[d], padding[d], 0)[2] for d in range(nd)]
+  kernels = []
+  for phase in itertools.product(*plans):
     taps = kernel[tuple(t for t, _, _ in phase)]
-    if any(n == 0 for n in taps.shape[:nd]):
+    kernels.append(None if any(n == 0 for n in taps.shape[:nd]) else taps)
+  return kernels
+
+
+def _conv_transpose_phases_fwd_only(x, kernel, strides, padding, output_padding, precision):
+  nd = x.ndim - 2
+  plans = [_phase_taps(x.shape[1 + d], kernel.shape[d], strides[d], padding[d],
+                       output_padding[d]) for d in range(nd)]
+  q = tuple(plan[1] for plan in plans)
+  phase_kernels = _conv_transpose_phase_kernels(kernel, strides, padding)
+  outs = []
+  for phase, taps in zip(itertools.product(*(plan[2] for plan in plans)), phase_kernels):
+    if taps is None:
       outs.append(jnp.zeros((x.shape[0], *q, kernel.shape[-1]), x.dtype))
       continue
     crop = tuple(slice(max(-lo, 0), x.shape[1 + d] - max(-hi, 0))
                  for d, (_, lo, hi) in enumerate(phase))
     outs.append(jax.lax.conv_general_dilated(
         x[(slice(None), *crop)], taps, (1,) * nd, [(max(lo, 0), max(hi, 0)) for _, lo, hi in phase],
-        dimension_numbers=dn, precision=precision))
+        dimension_numbers=_DIMENSION_NUMBERS[nd], precision=precision))
   # [B, *q, *strides, C] -> [B, q_0, s_0, q_1, s_1, ..., C] -> [B, *(q * s), C], cropped.
   y = jnp.stack(outs, axis=-2).reshape(x.shape[0], *q, *strides, kernel.shape[-1])
   perm = (0, *(a for d in range(nd) for a in (1 + d, 1 + nd + d)), 1 + 2 * nd)
   y = y.transpose(perm).reshape(x.shape[0], *(n * s for n, s in zip(q, strides)), -1)
   return y[(slice(None), *(slice(0, plan[0]) for plan in plans))]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def _conv_transpose_phases(x, kernel, strides, padding, output_padding, precision):
+  return _conv_transpose_phases_fwd_only(x, kernel, strides, padding, output_padding, precision)
+
+
+def _conv_transpose_phases_fwd(x, kernel, strides, padding, output_padding, precision):
+  y = _conv_transpose_phases_fwd_only(x, kernel, strides, padding, output_padding, precision)
+  return y, (x, kernel)
+
+
+def _conv_transpose_phases_bwd(strides, padding, output_padding, precision, residuals, g):
+  """Input gradient: the phases' own (ordinary convolutions). Kernel gradient: that of the
+  strided convolution the transposed one is the adjoint of, ``dW[t] = sum_i x[i] g[i * s - p
+  + t]``: one stride-``s`` convolution's kernel gradient instead of ``prod(s)`` phase
+  gradients with output-sized windows (1.13x SimpleBaseline-50's CPU train step; its
+  three-deconvolution head alone, forward + backward, batch 4: 1.15-1.19x)."""
+  x, kernel = residuals
+  nd = x.ndim - 2
+  _, vjp_x = jax.vjp(lambda x: _conv_transpose_phases_fwd_only(
+      x, kernel, strides, padding, output_padding, precision), x)
+  (dx,) = vjp_x(g)
+  # conv(g, w2, stride s, pad low p)[i] = sum_t g[i * s - p + t] w2[t]: <x, conv(g, w2)>'s
+  # gradient in w2 [*k, C_out, C_in] is dW with the channel axes swapped.
+  pads = [(p, p - op) for p, op in zip(padding, output_padding)]
+  crop = tuple(slice(0, g.shape[1 + d] + min(hi, 0)) for d, (_, hi) in enumerate(pads))
+  g = g[(slice(None), *crop)]
+  pads = [(lo, max(hi, 0)) for lo, hi in pads]
+  _, vjp_w = jax.vjp(lambda w2: jax.lax.conv_general_dilated(
+      g, w2, strides, pads, dimension_numbers=_DIMENSION_NUMBERS[nd], precision=precision),
+      jnp.swapaxes(kernel, -1, -2))
+  (dw2,) = vjp_w(x)
+  return dx, jnp.swapaxes(dw2, -1, -2)
+
+
+_conv_transpose_phases.defvjp(_conv_transpose_phases_fwd, _conv_transpose_phases_bwd)
 
 
 class ConvTranspose(nnx.Module):
@@ -360,7 +416,7 @@ class ConvTranspose(nnx.Module):
 
   Attributes:
     kernel: ``[*kernel_size, C_in, C_out]`` (PyTorch's ``[C_in, C_out, *k]`` transposed, not
-      flipped; the flip that turns it into a dilated forward convolution happens at call time).
+      flipped; ``conv_transpose`` picks each output phase's taps at call time).
     bias: ``[C_out]`` (when ``use_bias``).
   """
 
