@@ -45,7 +45,8 @@ from flax import nnx
 
 from benchmarks import _timing
 from jaxpose import convert, models
-from jaxpose.models import hg3d, hrnet, inference, integral, layers, lifters, mspn, resnet
+from jaxpose.models import (hg3d, hrnet, inference, integral, layers, mspn, resnet, rie,
+                            videopose3d)
 
 # name -> (model config, input shape without batch)
 RELEASED = {
@@ -64,8 +65,8 @@ RELEASED = {
     "mspn_4stg_256x192": (mspn.MSPNConfig.coco_4xstg(), (256, 192, 3)),
     "integral_res50_256": (integral.IntegralConfig.res50_hm36(), (256, 256, 3)),
     "hg3d_res50_256": (hg3d.HG3DConfig.fusion_3d(), (256, 256, 3)),
-    "videopose3d_243f": (lifters.VideoPose3DConfig.h36m_243f(), (243, 17, 2)),
-    "rie_243f": (lifters.RIEConfig.gt(), (243, 17, 2)),
+    "videopose3d_243f": (videopose3d.VideoPose3DConfig.h36m_243f(), (243, 17, 2)),
+    "rie_243f": (rie.RIEConfig.gt(), (243, 17, 2)),
 }
 DEFAULT_MODELS = ("pose_resnet50_256x192", "hrnet_w32_256x192", "mspn_2stg_256x192",
                   "videopose3d_243f")

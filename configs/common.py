@@ -3,9 +3,11 @@
 Every config file's ``get_config(arg)`` assembles a ``ConfigDict`` with these sections:
 
 * ``model``: the architecture (``jaxpose.models.<family>.<Config>.<variant>().to_config()``);
-* ``task``: 'heatmap' (HRNet, SimpleBaseline) or 'mspn' -- loss, flip test and decoding;
+* ``task``: the method's key in ``jaxpose.train.tasks.TASKS``: 'heatmap' (HRNet,
+  SimpleBaseline) or 'mspn' -- its data, loss, flip test, decoding and evaluation;
 * ``init``: where the initial weights come from ('scratch', 'imagenet', 'checkpoint');
-* ``data``: dataset, crop/heatmap sizes, colour order, normalisation, augmentation;
+* ``data``: dataset (a key of ``jaxpose.datasets.DATASETS``, which gives its keypoint set
+  and evaluator), crop/heatmap sizes, colour order, normalisation, augmentation;
 * ``optim``: optimizer and learning-rate schedule (``jaxpose.train.optim``);
 * ``train``: global batch, epochs, logging/checkpoint/eval cadence, compute dtype;
 * ``eval``: boxes (ground truth or detections), flip test, decoding, COCO post-processing.
@@ -19,6 +21,7 @@ import os
 
 import ml_collections
 
+from jaxpose import datasets
 from jaxpose.data import augment
 
 # ImageNet statistics as the originals use them (RGB order; SimpleBaseline applies these
@@ -74,29 +77,39 @@ def hrnet_augment(scale_factor: float, rotation_factor: float, half_body_prob: f
       half_body_min_joints=half_body_min_joints, half_body_scale=1.5))
 
 
-def mspn_augment(dataset: str) -> ml_collections.ConfigDict:
-  """MSPN's ``dataset/attribute.py`` values for COCO or MPII."""
-  if dataset == "mpii":
-    aug = augment.MSPNAugment(basic_ext=0.0, random_ext=False, x_ext=0.25, y_ext=0.25,
-                              scale_shrink=1.0, rotation_factor=60.0, half_body_min_joints=8,
-                              half_body_prob=0.5, x_ext_half_body=0.6, y_ext_half_body=0.6,
-                              test_x_ext=0.25, test_y_ext=0.25)
-  else:
-    aug = augment.MSPNAugment()
-  return ml_collections.ConfigDict(aug.__dict__)
+MSPN_AUGMENT = {
+    "coco": augment.MSPNAugment(),
+    "mpii": augment.MSPNAugment(
+        basic_ext=0.0, random_ext=False, x_ext=0.25, y_ext=0.25, scale_shrink=1.0,
+        rotation_factor=60.0, half_body_min_joints=8, half_body_prob=0.5,
+        x_ext_half_body=0.6, y_ext_half_body=0.6, test_x_ext=0.25, test_y_ext=0.25),
+}
+"""MSPN's ``dataset/attribute.py`` values: its COCO and its MPII recipe."""
+
+
+def mspn_augment(recipe: str) -> ml_collections.ConfigDict:
+  """MSPN's augmentation of its ``recipe`` ('coco' or 'mpii')."""
+  if recipe not in MSPN_AUGMENT:
+    raise ValueError(f"unknown MSPN recipe {recipe!r}; valid: {sorted(MSPN_AUGMENT)}")
+  return ml_collections.ConfigDict(MSPN_AUGMENT[recipe].__dict__)
+
+
+def num_joints(dataset: str) -> int:
+  """``K`` of ``dataset``'s keypoint set (``jaxpose.datasets``): the model's output joints."""
+  return datasets.dataset(dataset).keypoints.num_keypoints
 
 
 def data(dataset: str, size: str, *, method: str, color: str, mean=IMAGENET_MEAN,
          std=IMAGENET_STD, aug: ml_collections.ConfigDict, sigma: float = 2.0,
          builder_config: str | None = None, num_workers: int = 4) -> ml_collections.ConfigDict:
-  """The ``data`` section of a top-down config."""
-  keypoint_set = "mpii" if dataset == "mpii" else "coco"
+  """The ``data`` section of a top-down config (the keypoint set comes with the dataset:
+  ``jaxpose.datasets``)."""
   crop, heatmap = input_size(size)
   return ml_collections.ConfigDict(dict(
       dataset=dataset, builder_config=builder_config, data_dir=default_data_dir(),
       manual_dir=ml_collections.FieldReference(None, field_type=str),
       train_split="train", eval_split="validation",
-      keypoints=keypoint_set, method=method, input_size=crop, heatmap_size=heatmap,
+      method=method, input_size=crop, heatmap_size=heatmap,
       color=color, mean=tuple(mean), std=tuple(std), sigma=sigma,
       use_different_joints_weight=False, aug=aug, num_workers=num_workers,
       mspn_kernels=((15, 15), (11, 11), (9, 9), (7, 7), (5, 5))))
@@ -165,10 +178,83 @@ def mspn_coco_eval(boxes: str, *, batch_size: int = 64, detection_file: str = ""
   return cfg
 
 
-def mpii_eval(*, task: str = "heatmap", batch_size: int = 64) -> ml_collections.ConfigDict:
-  """PCKh@0.5 on MPII validation (``gt_valid.mat`` attached by the builder)."""
+def mpii_eval(*, batch_size: int = 64, shift_heatmap: bool = True, decode_kernel: int = 5
+              ) -> ml_collections.ConfigDict:
+  """PCKh@0.5 on MPII validation (``gt_valid.mat`` attached by the builder). HRNet shifts
+  the flipped heatmaps; MSPN does not and blurs with a 9x9 kernel (``shift_heatmap=False,
+  decode_kernel=9``)."""
   cfg = coco_eval("gt", batch_size=batch_size)
-  cfg.metric = "Mean"
-  if task == "mspn":
-    cfg.update(dict(shift_heatmap=False, decode_kernel=9))
+  cfg.update(dict(metric="Mean", shift_heatmap=shift_heatmap, decode_kernel=decode_kernel))
   return cfg
+
+
+# ----------------------------------------------------------------------------------------
+# The 2D -> 3D lifters (VideoPose3D, Pose3D-RIE): common/arguments.py flags in brackets
+# ----------------------------------------------------------------------------------------
+
+H36M_TRAIN_SUBJECTS = "S1,S5,S6,S7,S8"  # -str default
+H36M_TEST_SUBJECTS = "S9,S11"  # -ste default
+
+
+def filter_widths(frames: int) -> tuple[int, ...]:
+  """``-arc`` of a receptive field of 3^n frames (27 -> 3,3,3; 243 -> 3,3,3,3,3)."""
+  widths, rest = [], int(frames)
+  while rest > 1 and rest % 3 == 0:
+    widths.append(3)
+    rest //= 3
+  if rest != 1 or not widths:
+    raise ValueError(f"frames={frames}: the lifter configs take receptive fields of 3^n frames "
+                     "(27, 81, 243); set --config.model.filter_widths for others")
+  return tuple(widths)
+
+
+def lifting_data(dataset: str, keypoints_2d: str, *, subjects_train: str = H36M_TRAIN_SUBJECTS,
+                 subjects_test: str = H36M_TEST_SUBJECTS, subjects_unlabeled: str = "",
+                 subset: float = 1.0, stride: int = 1, builder_config: str | None = None
+                 ) -> ml_collections.ConfigDict:
+  """The ``data`` section of a lifter config (``jaxpose.train.tasks.lifting``).
+
+  Fields: ``keypoints_2d`` the 2D source (-k: any ``data_2d_h36m_<name>.npz`` built into
+  ``h36m_poses``; ``gt`` / ``detected`` for ``synthetic_mocap``), ``subjects_train``
+  (-str), ``subjects_test`` (-ste), ``subjects_unlabeled`` (-sun, semi-supervised when
+  set), ``actions`` (-a, ``'*'`` for all), ``subset`` (--subset), ``downsample``
+  (--downsample), ``stride`` (-s), ``augment`` (train-time flips; -no-da sets False),
+  ``unlabeled_seed`` (run.py's semi-supervised generator seed 4321).
+  """
+  return ml_collections.ConfigDict(dict(
+      dataset=dataset, builder_config=builder_config, data_dir=default_data_dir(),
+      manual_dir=ml_collections.FieldReference(None, field_type=str),
+      train_split="train", eval_split="validation", keypoints_2d=keypoints_2d,
+      subjects_train=subjects_train, subjects_test=subjects_test,
+      subjects_unlabeled=subjects_unlabeled, actions="*", subset=float(subset), downsample=1,
+      stride=int(stride), augment=True, unlabeled_seed=4321, num_workers=0))
+
+
+def amsgrad_exponential(lr: float, decay: float, *, name: str = "adam",
+                        weight_decay: float = 0.0) -> ml_collections.ConfigDict:
+  """VideoPose3D (``name='adam'``) / RIE (``'adamw'``, weight decay 0.01): PyTorch's
+  AMSGrad, lr (-lr) multiplied by ``decay`` (-lrd) after every epoch."""
+  return ml_collections.ConfigDict(dict(
+      name=name, lr=lr, weight_decay=weight_decay, b1=0.9, b2=0.999, eps=1e-8, amsgrad=True,
+      schedule="exponential", decay=decay))
+
+
+def lifting_train(batch_frames: int, stride: int, num_epochs: int, *,
+                  eval_every_epochs: int = 10) -> ml_collections.ConfigDict:
+  """``train`` of a lifter: ``global_batch_size`` windows = -b frames / -s stride;
+  ``bn_momentum`` = run.py's (initial, final) BatchNorm momentum, decayed per epoch."""
+  cfg = train(batch_frames // stride, num_epochs, eval_every_epochs=eval_every_epochs)
+  cfg.bn_momentum = (0.1, 0.001)
+  cfg.num_summary_images = 0
+  return cfg
+
+
+def lifting_eval(*, flip_test: bool = True, batch_size: int = 1024,
+                 length_multiple: int = 256) -> ml_collections.ConfigDict:
+  """``eval`` of a lifter: ``flip_test`` (-no-tta sets False), ``batch_size`` windows per
+  batch for window models (RIE), ``length_multiple`` (whole sequences are padded to a
+  multiple of it, bounding the compilations), ``original_args`` (the run.py flags of an
+  original ``.bin`` given to ``--mode=eval --checkpoint``)."""
+  return ml_collections.ConfigDict(dict(
+      metric="MPJPE", flip_test=flip_test, batch_size=batch_size,
+      length_multiple=length_multiple, original_args=""))

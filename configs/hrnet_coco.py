@@ -30,7 +30,7 @@ def get_config(arg: str | None = None):
   large = args.size == "384x288"
   config = common.ml_collections.ConfigDict()
   variant = hrnet.PoseHRNetConfig.w32 if args.w == 32 else hrnet.PoseHRNetConfig.w48
-  config.model = variant(num_joints=17).to_config()
+  config.model = variant(num_joints=common.num_joints("coco_keypoints")).to_config()
   config.task = "heatmap"
   config.init = common.init("imagenet", IMAGENET[args.w], hrnet.PRETRAINED_LAYERS)
   config.data = common.data(

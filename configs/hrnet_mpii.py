@@ -19,7 +19,7 @@ def get_config(arg: str | None = None):
   args = common.parse_arg(arg, w=32)
   config = common.ml_collections.ConfigDict()
   variant = hrnet.PoseHRNetConfig.w32 if args.w == 32 else hrnet.PoseHRNetConfig.w48
-  config.model = variant(num_joints=16).to_config()
+  config.model = variant(num_joints=common.num_joints("mpii")).to_config()
   config.task = "heatmap"
   config.init = common.init("imagenet", hrnet_coco.IMAGENET[args.w], hrnet.PRETRAINED_LAYERS)
   config.data = common.data(
@@ -27,5 +27,5 @@ def get_config(arg: str | None = None):
       aug=common.hrnet_augment(scale_factor=0.25, rotation_factor=30, half_body_prob=0.0))
   config.optim = common.adam_multistep(lr=1e-3, milestones=(170, 200))
   config.train = common.train(128, 210, eval_every_epochs=10)
-  config.eval = common.mpii_eval(task="heatmap", batch_size=128)
+  config.eval = common.mpii_eval(batch_size=128)
   return config

@@ -28,7 +28,8 @@ def get_config(arg: str | None = None):
   if not 1 <= args.stages <= 4:
     raise ValueError(f"stages must be 1..4, got {args.stages}")
   config = common.ml_collections.ConfigDict()
-  config.model = mspn.MSPNConfig(num_stages=args.stages, num_joints=17,
+  config.model = mspn.MSPNConfig(num_stages=args.stages,
+                                 num_joints=common.num_joints("coco_keypoints"),
                                  output_shape=(64, 48)).to_config()
   config.task = "mspn"
   config.init = common.init("imagenet", "resnet50-19c8e357.pth")

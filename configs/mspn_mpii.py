@@ -18,7 +18,7 @@ from jaxpose.models import mspn
 def get_config(arg: str | None = None):
   args = common.parse_arg(arg, stages=2)
   config = common.ml_collections.ConfigDict()
-  config.model = mspn.MSPNConfig(num_stages=args.stages, num_joints=16,
+  config.model = mspn.MSPNConfig(num_stages=args.stages, num_joints=common.num_joints("mpii"),
                                  output_shape=(64, 64)).to_config()
   config.task = "mspn"
   config.init = common.init("imagenet", "resnet50-19c8e357.pth")
@@ -30,5 +30,5 @@ def get_config(arg: str | None = None):
   config.optim = common.mspn_optim(batch, max_iter_8gpu=28800)
   config.train = common.train(batch, 0, eval_every_epochs=20,
                               total_steps=config.optim.total_steps)
-  config.eval = common.mpii_eval(task="mspn", batch_size=128)
+  config.eval = common.mpii_eval(batch_size=128, shift_heatmap=False, decode_kernel=9)
   return config

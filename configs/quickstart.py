@@ -28,7 +28,8 @@ def get_config(arg: str | None = None):
   args = common.parse_arg(arg, epochs=12, batch=16, size="128x96", workers=0, builder="default",
                           blocks=1, lr=1e-3, schedule="linear")
   config = common.ml_collections.ConfigDict()
-  config.model = hrnet.PoseHRNetConfig.small(args.blocks, num_joints=17).to_config()
+  config.model = hrnet.PoseHRNetConfig.small(
+      args.blocks, num_joints=common.num_joints("synthetic_people")).to_config()
   config.task = "heatmap"
   config.init = common.init("scratch")
   config.data = common.data(

@@ -29,7 +29,8 @@ def get_config(arg: str | None = None):
     raise ValueError(f"depth must be one of {sorted(IMAGENET)}, got {args.depth}")
   large = args.size == "384x288"
   config = common.ml_collections.ConfigDict()
-  config.model = resnet.PoseResNetConfig(num_layers=args.depth, num_joints=17).to_config()
+  config.model = resnet.PoseResNetConfig(
+      num_layers=args.depth, num_joints=common.num_joints("coco_keypoints")).to_config()
   config.task = "heatmap"
   config.init = common.init("imagenet", IMAGENET[args.depth])
   config.data = common.data(

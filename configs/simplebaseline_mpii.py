@@ -18,7 +18,8 @@ from jaxpose.models import resnet
 def get_config(arg: str | None = None):
   args = common.parse_arg(arg, depth=50)
   config = common.ml_collections.ConfigDict()
-  config.model = resnet.PoseResNetConfig(num_layers=args.depth, num_joints=16).to_config()
+  config.model = resnet.PoseResNetConfig(
+      num_layers=args.depth, num_joints=common.num_joints("mpii")).to_config()
   config.task = "heatmap"
   config.init = common.init("imagenet", simplebaseline_coco.IMAGENET[args.depth])
   config.data = common.data(
@@ -26,5 +27,5 @@ def get_config(arg: str | None = None):
       aug=common.hrnet_augment(scale_factor=0.25, rotation_factor=30, half_body_prob=0.0))
   config.optim = common.adam_multistep(lr=1e-3, milestones=(90, 120))
   config.train = common.train(128, 140, eval_every_epochs=10)
-  config.eval = common.mpii_eval(task="heatmap", batch_size=128)
+  config.eval = common.mpii_eval(batch_size=128)
   return config

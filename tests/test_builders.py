@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import pathlib
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -22,6 +25,7 @@ from data_builders.mpii import mpii
 from jaxpose.data import builders, coco_format, synthetic
 
 K = 17
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _jpeg(path: pathlib.Path, height: int, width: int, seed: int) -> bytes:
@@ -326,6 +330,113 @@ def test_mpii_missing_manual_files_give_one_error(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------
+# Splits where every image fails; the command line's one-line errors
+# ----------------------------------------------------------------------------------------
+
+
+def _coco_manual_without_val_images(root: pathlib.Path) -> pathlib.Path:
+  """COCO files whose val2017/ holds no image of the annotations (only a stray file)."""
+  manual = root / "manual"
+  _write_coco(manual, "train", 0)
+  _write_coco(manual, "val", 100)
+  for image in (manual / "val2017").iterdir():
+    image.unlink()
+  (manual / "val2017" / "README.txt").write_text("images go here")
+  return manual
+
+
+def test_a_split_whose_images_all_fail_is_an_error_not_an_empty_split(tmp_path):
+  manual = _coco_manual_without_val_images(tmp_path)
+  with pytest.raises(_common.NoExamplesError) as info:
+    builders.build_dataset("coco_keypoints", tmp_path / "data", manual_dir=manual)
+  message = str(info.value)
+  assert "\n" not in message
+  assert message.startswith("coco_keypoints[validation]: all 7 images failed")
+  assert str(manual / "val2017" / "000000000101.jpg") in message  # the first failure
+  assert not list((tmp_path / "data").rglob("dataset_info.json"))  # nothing prepared
+  assert not list((tmp_path / "data").rglob("*.array_record*"))
+
+
+def test_mpii_split_whose_images_all_fail_is_an_error(tmp_path):
+  manual = tmp_path / "manual"
+  _write_mpii(manual, with_gt=False)
+  valid = json.loads((manual / "annot/valid.json").read_text())
+  for person in valid:
+    person["image"] = "not_there.jpg"
+  (manual / "annot/valid.json").write_text(json.dumps(valid))
+  with pytest.raises(_common.NoExamplesError, match=r"^mpii\[validation\]: all 1 images failed "
+                                                     r"\(first: missing image file .*not_there"):
+    builders.build_dataset("mpii", tmp_path / "data", manual_dir=manual)
+
+
+def _cli_error(capsys, argv) -> str:
+  """Runs the command line expecting an input error; returns its single stderr line."""
+  capsys.readouterr()
+  with pytest.raises(SystemExit) as info:
+    builders.main(argv)
+  assert info.value.code == 1
+  err = capsys.readouterr().err
+  lines = [line for line in err.splitlines() if line.startswith("python -m jaxpose.data.builders")]
+  assert len(lines) == 1, err
+  assert "Traceback" not in err
+  return lines[0]
+
+
+def test_command_line_reports_input_errors_in_one_line(tmp_path, capsys):
+  manual = tmp_path / "manual"
+  _write_coco(manual, "val", 100)
+  line = _cli_error(capsys, ["coco_keypoints", "--data_dir", str(tmp_path / "d1"),
+                             "--manual_dir", str(manual)])
+  assert line.startswith("python -m jaxpose.data.builders: error: coco_keypoints: missing from "
+                         f"the manual directory {manual}: ")
+  for missing in ("annotations/person_keypoints_train2017.json", "train2017/"):
+    assert str(manual / missing.rstrip("/")) in line
+  assert "val2017" not in line
+
+  def bad_flag(data):
+    data["annotations"][0]["keypoints"][2] = 3
+
+  manual = _coco_manual_with(tmp_path / "b", bad_flag)
+  line = _cli_error(capsys, ["coco_keypoints", "--data_dir", str(tmp_path / "d2"),
+                             "--manual_dir", str(manual)])
+  assert "person_keypoints_train2017.json: annotation id 11: keypoint visibility flags" in line
+
+  manual = _coco_manual_without_val_images(tmp_path / "c")
+  line = _cli_error(capsys, ["coco_keypoints", "--data_dir", str(tmp_path / "d3"),
+                             "--manual_dir", str(manual)])
+  assert "coco_keypoints[validation]: all 7 images failed" in line
+
+  manual = tmp_path / "mpii"
+  _write_mpii(manual, with_gt=False)
+  (manual / "annot/train.json").write_text("[{]")
+  line = _cli_error(capsys, ["mpii", "--data_dir", str(tmp_path / "d4"),
+                             "--manual_dir", str(manual)])
+  assert f"{manual / 'annot/train.json'}: not a valid JSON file" in line
+
+
+def test_command_line_in_a_subprocess_prints_no_traceback(tmp_path):
+  env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+      [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
+  result = subprocess.run(
+      [sys.executable, "-m", "jaxpose.data.builders", "mpii", "--data_dir", str(tmp_path / "d"),
+       "--manual_dir", str(tmp_path / "nowhere")],
+      capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+  assert result.returncode == 1, result.stderr
+  assert "Traceback" not in result.stderr
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith("python -m jaxpose.data.builders: error: mpii: missing from the manual "
+                         f"directory {tmp_path / 'nowhere'}: ")
+  assert "annot/train.json" in last and "images/" in last
+
+
+def test_command_line_rejects_unknown_configs(capsys, tmp_path):
+  with pytest.raises(SystemExit) as info:
+    builders.main(["synthetic_people", "--data_dir", str(tmp_path), "--config", "huge"])
+  assert info.value.code == 2
+  assert "valid configs: default, tiny" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------
 # synthetic_people and build_dataset
 # ----------------------------------------------------------------------------------------
 
@@ -358,5 +469,6 @@ def test_synthetic_people_reads_back_its_coco_files(tmp_path, capsys):
 
 
 def test_build_dataset_rejects_unknown_names(tmp_path):
-  with pytest.raises(ValueError, match="coco_keypoints, mpii, synthetic_people"):
+  with pytest.raises(ValueError, match="coco_keypoints, h36m_poses, mpii, synthetic_mocap, "
+                                       "synthetic_people"):
     builders.build_dataset("coco", tmp_path)

@@ -16,6 +16,7 @@ from jaxpose import convert
 from jaxpose.convert import torch_pickle
 from jaxpose.convert.__main__ import main as convert_main
 from jaxpose.models import resnet
+from tests import test_checkpoint_reader as hostile
 
 torch = pytest.importorskip("torch")
 
@@ -133,6 +134,21 @@ def test_zip_that_is_not_a_checkpoint(tmp_path):
 def test_missing_file(tmp_path):
   with pytest.raises(torch_pickle.CheckpointError, match="no such file"):
     torch_pickle.load(tmp_path / "absent.pth")
+
+
+def test_converter_refuses_a_tensor_reading_outside_its_storage(tmp_path, tiny_state_dict,
+                                                                capsys):
+  """Stride -1 on ``final_layer.bias``: the old reader converted heap bytes (rc 0)."""
+  good = hostile.write_state_dict_zip(tmp_path / "good.pth", tiny_state_dict)
+  assert convert_main([str(good), str(tmp_path / "ok")]) == 0
+  bad = hostile.write_state_dict_zip(tmp_path / "bad.pth", tiny_state_dict,
+                                     {"final_layer.bias": {"stride": (-1,)}})
+  capsys.readouterr()
+  assert convert_main([str(bad), str(tmp_path / "out")]) == 1
+  err = capsys.readouterr().err.strip()
+  assert err.count("\n") == 0 and str(bad) in err
+  assert "tensor 'final_layer.bias'" in err and "negative stride (-1,)" in err
+  assert not (tmp_path / "out").exists()
 
 
 # ---------------------------------------------------------------------------------------

@@ -7,8 +7,6 @@ clear errors on bad input.
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -18,10 +16,9 @@ import pytest
 from jaxpose.codecs import heatmap as heatmap_codec
 from jaxpose.codecs import mspn as mspn_codec
 from jaxpose.data import keypoints, targets, transforms
-from tests.conformance import functions_2d
+from tests.conformance import fixtures, functions_2d
 
-REFERENCE_DIR = Path(os.environ.get(
-    "JAXPOSE_REFERENCE_DIR", Path(__file__).resolve().parents[2] / "shared" / "reference"))
+REFERENCE_DIR = fixtures.PROJECT_DIR  # the project's copy of the reference fixtures
 
 
 # ----------------------------------------------------------------------------------------
@@ -407,8 +404,7 @@ def test_mspn_decode_empty_map_and_errors():
 
 def _fixture(name: str):
   path = REFERENCE_DIR / "functions" / f"{name}.json"
-  if not path.exists():
-    pytest.skip(f"no reference fixture {path}")
+  assert path.exists(), f"reference fixture {path} is missing from the project's copy"
   return json.loads(path.read_text()), dict(np.load(path.with_suffix(".npz")))
 
 

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -18,16 +16,15 @@ from jaxpose.geometry import h36m_cameras
 from jaxpose.geometry.quaternion import qinverse, qrot
 from jaxpose.losses import hg3d as hg3d_losses
 from jaxpose.losses import integral as integral_losses
+from tests.conformance import fixtures
 
-REFERENCE_DIR = Path(os.environ.get(
-    "JAXPOSE_REFERENCE_DIR", Path(__file__).resolve().parents[1].parent / "shared" / "reference"))
+REFERENCE_DIR = fixtures.PROJECT_DIR  # the project's copy of the reference fixtures
 EPS32 = float(np.finfo(np.float32).eps)
 
 
 def _fixture(name: str):
   path = REFERENCE_DIR / "functions" / f"{name}.json"
-  if not path.exists():
-    pytest.skip(f"reference fixture {path} not available")
+  assert path.exists(), f"reference fixture {path} is missing from the project's copy"
   return json.loads(path.read_text()), np.load(path.with_suffix(".npz"))
 
 

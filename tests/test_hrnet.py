@@ -10,8 +10,6 @@ from __future__ import annotations
 import collections
 import functools
 import json
-import os
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -25,10 +23,10 @@ from jaxpose import models
 from jaxpose.convert import hrnet as hrnet_family
 from jaxpose.convert.__main__ import main as convert_main
 from jaxpose.models import hrnet
+from tests.conformance import fixtures
 
 S = hrnet.HRNetStage
-REFERENCE_DIR = Path(os.environ.get(
-    "JAXPOSE_REFERENCE_DIR", Path(__file__).resolve().parents[2] / "shared" / "reference"))
+REFERENCE_DIR = fixtures.PROJECT_DIR  # the project's copy of the reference fixtures
 IMAGE = (2, 64, 64)  # batch, H, W: ceil(H/4) = 16 is a multiple of 2^(4-1)
 
 CONFIGS = {
@@ -219,8 +217,7 @@ def test_init_follows_init_weights():
 def test_w32_has_the_layout_of_the_original():
   """Every tensor of the original W32 (names and shapes, from the fixture) has its variable."""
   manifest = REFERENCE_DIR / "models" / "pose_hrnet_w32_256x192.json"
-  if not manifest.exists():
-    pytest.skip(f"reference fixture {manifest} not available")
+  assert manifest.exists(), f"reference fixture {manifest} is missing from the project's copy"
   meta = json.loads(manifest.read_text())
   sd = {name: np.zeros(shape, np.float32) for name, shape, _ in meta["tensors"]}
   config = hrnet_family.infer_pose_hrnet(convert.core.shape_table(sd))
@@ -346,6 +343,36 @@ def test_other_families_and_hrnet_variants_are_not_pose_hrnet():
   higher = {k.replace("final_layer.", "final_layers.0."): v for k, v in shapes.items()}
   assert hrnet_family.infer_pose_hrnet(higher) is None
   assert hrnet_family.infer_pose_hrnet(shapes) == CONFIGS["tiny"]
+
+
+def test_a_missing_head_tensor_is_named_not_an_unknown_family(tmp_path, capsys):
+  """Without ``final_layer.weight`` the file is still recognised as pose_hrnet; the error
+  names the missing tensor, and a given head shape converts it with --allow-partial."""
+  sd = _state_dict("tiny")
+  del sd["final_layer.weight"]
+  sd["aux_head.weight"] = np.zeros((3, 3), np.float32)
+  with pytest.raises(convert.CheckpointError) as info:
+    convert.convert_state_dict(sd, source="damaged.pth")
+  message = str(info.value)
+  assert "match no jaxpose model family" not in message
+  assert "looks like a pose_hrnet checkpoint" in message
+  assert "lacks final_layer.weight" in message and "aux_head.weight" in message
+  with pytest.raises(convert.CheckpointError, match=r"final_layer/kernel \(final_layer.weight\)"):
+    convert.convert_state_dict(sd, overrides={"num_joints": 5, "final_conv_kernel": 1})
+  path = tmp_path / "damaged.pth"
+  torch = pytest.importorskip("torch")
+  torch.save({k: torch.from_numpy(np.asarray(v)) for k, v in sd.items()}, path)
+  assert convert_main([str(path), str(tmp_path / "out"), "--allow-partial",
+                       "--model-config", "MODEL.NUM_JOINTS=5"]) == 0
+  captured = capsys.readouterr()
+  assert "assumed final_conv_kernel=1" in captured.err
+  out = captured.out
+  assert "partial load: 1 variables keep their initial value: final_layer/kernel " \
+         "(final_layer.weight)" in out
+  assert "partial load: 1 checkpoint tensors ignored (no place in the model): aux_head.weight" \
+      in out
+  _, config = convert.load_converted(tmp_path / "out")
+  assert config == CONFIGS["tiny"]
 
 
 def test_inconsistent_stage_layout_is_refused():
@@ -498,3 +525,13 @@ def test_imagenet_initialisation_from_the_command_line(tmp_path, capsys):
   assert config == CONFIGS["tiny"]
   report = json.loads((out / convert.REPORT_FILE).read_text())
   _assert_trunk_loaded(model, convert.MappingReport(missing=report["missing"]), sd)
+  printed = capsys.readouterr().out
+  assert ("partial load: 2 variables keep their initial value: final_layer/bias "
+          "(final_layer.bias), final_layer/kernel (final_layer.weight)") in printed
+  ignored = [line for line in printed.splitlines() if "tensors ignored" in line]
+  assert len(ignored) == 1 and ignored[0].endswith(f"and {len(report['unexpected']) - 10} more")
+  assert f"{len(report['unexpected'])} checkpoint tensors ignored" in ignored[0]
+  filtered = [k for k in report["skipped"] if not k.endswith("num_batches_tracked")]
+  assert "final_layer.0.weight" in filtered
+  assert f"{len(filtered)} checkpoint tensors skipped by the layer filter: {filtered[0]}, " \
+      in printed

@@ -13,7 +13,8 @@ import pytest
 from flax import nnx
 
 from jaxpose import models
-from jaxpose.models import hg3d, hrnet, inference, integral, layers, lifters, mspn, resnet
+from jaxpose.models import (hg3d, hrnet, inference, integral, layers, mspn, resnet, rie,
+                            videopose3d)
 
 # One small configuration per family in models.MODELS, with an input shape.
 TINY = {
@@ -22,8 +23,8 @@ TINY = {
     "integral": (integral.IntegralConfig.tiny(), (1, 32, 32, 3)),
     "hg3d": (hg3d.HG3DConfig.tiny(), (1, 32, 32, 3)),
     "mspn": (mspn.MSPNConfig.tiny(), (1, 64, 48, 3)),
-    "videopose3d": (lifters.VideoPose3DConfig.tiny(), (2, 11, 5, 2)),
-    "rie": (lifters.RIEConfig.tiny(), (2, 9, 17, 2)),
+    "videopose3d": (videopose3d.VideoPose3DConfig.tiny(), (2, 11, 5, 2)),
+    "rie": (rie.RIEConfig.tiny(), (2, 9, 17, 2)),
 }
 
 

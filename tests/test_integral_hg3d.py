@@ -5,7 +5,6 @@ import collections
 import functools
 import json
 import math
-import os
 from pathlib import Path
 
 import jax
@@ -17,15 +16,15 @@ from flax import nnx
 from jaxpose import convert, models
 from jaxpose.codecs import integral as integral_codec
 from jaxpose.convert import core
-from jaxpose.convert import resnet as resnet_families
+from jaxpose.convert import integral as integral_family
 from jaxpose.convert.__main__ import main as convert_main
 from jaxpose.models import hg3d, integral, resnet
+from tests.conformance import fixtures
 
 IntegralConfig = integral.IntegralConfig
 HG3DConfig = hg3d.HG3DConfig
 
-REFERENCE_DIR = Path(os.environ.get(
-    "JAXPOSE_REFERENCE_DIR", Path(__file__).resolve().parents[2] / "shared" / "reference"))
+REFERENCE_DIR = fixtures.PROJECT_DIR  # the project's copy of the reference fixtures
 SIZE = 64  # input side: ResNet stride 32 -> 2x2, two deconvolutions -> 8x8
 
 
@@ -133,9 +132,9 @@ def test_outputs_and_export_convert_round_trip(config):
 
   if config.name == "integral":
     # The J x D split is not in the weights: resolve it by either number.
-    inferred = resnet_families.infer_integral_config(core.shape_table(sd),
+    inferred = integral_family.infer_integral_config(core.shape_table(sd),
                                                      depth_dim=config.depth_dim)
-    assert resnet_families.infer_integral_config(
+    assert integral_family.infer_integral_config(
         core.shape_table(sd), num_joints=config.num_joints) == inferred
   else:
     inferred = convert.infer_model_config(sd)
@@ -173,20 +172,28 @@ def test_released_configs_are_the_yaml_and_opts_values():
     assert models.model_config(config.to_config()) == config
 
 
-@pytest.mark.parametrize("fixture,config", [
-    ("integral_resnet50_256_hm36", IntegralConfig.res50_hm36()),
-    ("hg3d_msra_resnet50", HG3DConfig.fusion_3d()),
+# What a user passes for the released models: the integral yaml's relevant keys, hg3d's options.
+HM36_YAML = {"network": {"num_layers": 50, "depth_dim": 64}, "dataset": {"name": ["mpii", "hm36"]},
+             "dataiter": {"target_id": 1}}
+FUSION_OPTS = "--exp_id test --task human3d --dataset fusion_3d --arch msra_50 --test"
+
+
+@pytest.mark.parametrize("fixture,config,user", [
+    ("integral_resnet50_256_hm36", IntegralConfig.res50_hm36(), {"original_config": HM36_YAML}),
+    ("hg3d_msra_resnet50", HG3DConfig.fusion_3d(), {"original_args": FUSION_OPTS}),
 ])
-def test_released_configs_export_the_original_state_dict(fixture, config):
+def test_released_configs_export_the_original_state_dict(fixture, config, user):
   """Names and shapes equal the original's state dict as recorded in the reference fixture."""
   path = REFERENCE_DIR / "models" / f"{fixture}.json"
-  if not path.exists():
-    pytest.skip(f"reference fixture {path} not available")
+  assert path.exists(), f"reference fixture {path} is missing from the project's copy"
   manifest = json.loads(path.read_text())
   original = {name: tuple(shape) for name, shape, _ in manifest["tensors"]}
   ours = _zero_state_dict(config)
   assert core.shape_table(ours) == original
-  assert convert.infer_model_config(ours) == config
+  assert convert.infer_model_config(ours, **user) == config
+  if config.name == "integral":  # 1152 = 18 x 64 = 16 x 72: the yaml (or a flag) decides
+    with pytest.raises(convert.CheckpointError, match="num_joints=16 .MPII. x depth_dim=72"):
+      convert.infer_model_config(ours)
 
 
 def test_integral_torch_key_layout():
@@ -249,20 +256,22 @@ def test_families_tell_their_checkpoints_apart():
                if name in ("integral", "hg3d", "pose_resnet")}
     assert {n for n, c in matches.items() if c is not None} == {config.name}, config
     assert convert.infer_model_config(sd) == config
-  # An ImageNet classifier matches no pose family.
+  # An ImageNet classifier's trunk fits two families equally and neither completely.
   _, sd = _export(pose_cfg)
   classifier = {k: v for k, v in sd.items() if not k.startswith(("deconv", "final"))}
   classifier["fc.weight"] = np.zeros((10, 512), np.float32)
-  with pytest.raises(convert.CheckpointError, match="match no jaxpose model family"):
+  with pytest.raises(convert.CheckpointError, match="fit the families pose_resnet, hg3d equally"):
     convert.infer_model_config(classifier)
 
 
 def test_integral_default_depth_is_the_released_64():
+  """192 channels: no split with a known joint count, so depth 64 is assumed, loudly."""
   config = IntegralConfig.tiny(num_joints=3, depth_dim=64)
   _, sd = _export(config)
-  assert convert.infer_model_config(sd) == config
+  with pytest.warns(convert.AssumptionWarning, match="assumed depth_dim=64"):
+    assert convert.infer_model_config(sd) == config
   # 192 channels = 3 x 64 = 12 x 16: an explicit depth_dim overrides the default.
-  other = resnet_families.infer_integral_config(core.shape_table(sd), depth_dim=16)
+  other = integral_family.infer_integral_config(core.shape_table(sd), depth_dim=16)
   assert (other.num_joints, other.depth_dim) == (12, 16)
 
 
@@ -273,10 +282,10 @@ def test_integral_ambiguous_channels_need_the_config():
     convert.convert_state_dict(sd)
   message = str(info.value)
   for fragment in ("12 channels", "num_joints * depth_dim", "depth_dim=64", "J=3 x D=4",
-                   "--model-config", "convert_state_dict(sd, IntegralConfig("):
+                   "--model-config depth_dim=D", "--cfg", "overrides={'depth_dim': D}"):
     assert fragment in message, (fragment, message)
   with pytest.raises(convert.CheckpointError, match="depth_dim=5"):
-    resnet_families.infer_integral_config(core.shape_table(sd), depth_dim=5)
+    integral_family.infer_integral_config(core.shape_table(sd), depth_dim=5)
   converted, got, _ = convert.convert_state_dict(sd, config)  # the explicit way
   assert got == config
   x = _images()

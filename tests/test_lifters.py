@@ -12,11 +12,13 @@ from flax import nnx
 
 from jaxpose import convert
 from jaxpose.convert import core
-from jaxpose.convert import lifters as lifter_families
-from jaxpose.models import abstract_model, build_model, lifters, resnet
+from jaxpose.convert import rie as rie_family
+from jaxpose.convert import temporal as temporal_convert
+from jaxpose.convert import videopose3d as videopose3d_family
+from jaxpose.models import abstract_model, build_model, resnet, rie, temporal, videopose3d
 
-VP3D = lifters.VideoPose3DConfig
-RIE = lifters.RIEConfig
+VP3D = videopose3d.VideoPose3DConfig
+RIE = rie.RIEConfig
 
 
 def _randomize(model: nnx.Module, seed: int) -> nnx.Module:
@@ -124,7 +126,7 @@ def test_videopose3d_causal_residual_is_the_last_frames():
       bn.scale.set_value(jnp.zeros_like(bn.scale[...]))
       bn.bias.set_value(jnp.zeros_like(bn.bias[...]))
     outputs[causal] = _poses(model, _keypoints((1, 60, 5, 2)))
-  lag = sum(lifters.temporal_pads(widths)[1:])  # 3 + 9 expand frames
+  lag = sum(temporal.temporal_pads(widths)[1:])  # 3 + 9 expand frames
   np.testing.assert_array_equal(outputs[True][:, :-lag], outputs[False][:, lag:])
   assert not np.allclose(outputs[True], outputs[False])
 
@@ -135,7 +137,7 @@ def test_videopose3d_dense_equals_zero_inserted_dilation():
   dilated = _model(VP3D.tiny(filter_widths=widths))
   dense = _model(VP3D.tiny(filter_widths=widths, dense=True))
   nnx.update(dense, nnx.state(dilated, nnx.Not(nnx.PathContains("layers_conv"))))
-  for i, d in enumerate(lifters.dilations(widths)):
+  for i, d in enumerate(temporal.dilations(widths)):
     kernel = np.asarray(dilated.layers_conv[2 * i].kernel[...])
     wide = np.zeros(dense.layers_conv[2 * i].kernel.shape, np.float32)
     wide[::d] = kernel
@@ -154,7 +156,9 @@ def test_videopose3d_export_convert_round_trip(name):
   assert "expand_conv.weight" in state_dict and "expand_bn.num_batches_tracked" in state_dict
   assert state_dict["expand_conv.weight"].shape == (
       config.channels, config.num_joints_in * 2, config.filter_widths[0])
-  restored, inferred, report = convert.convert_state_dict(state_dict)
+  # Dense kernels 3,7,19 also read as dilated widths 3,7,19: the user says which.
+  user = {"original_args": ["-arc", "3,3,3", "--dense", "-ch", "32"]} if config.dense else {}
+  restored, inferred, report = convert.convert_state_dict(state_dict, **user)
   assert inferred == config and report.ok
   restored.eval()
   x = _keypoints((2, model.receptive_field + 2, config.num_joints_in, 2))
@@ -190,12 +194,21 @@ def test_dense_detection_from_kernel_sizes():
   for i, k in enumerate((7, 19)):
     shapes[f"layers_conv.{2 * i}.weight"] = (8, 8, k)
     shapes[f"layers_conv.{2 * i + 1}.weight"] = (8, 8, 1)
-  assert lifter_families.temporal_widths(shapes) == ((3, 3, 3), True)
+  # Kernels 3, 7, 19 are dense widths 3, 3, 3 or dilated widths 3, 7, 19: not guessed.
+  with pytest.raises(core.CheckpointError, match="fit two architectures: dense filter widths "
+                     "3,3,3 .-arc 3,3,3 --dense. or dilated widths 3,7,19"):
+    temporal_convert.temporal_widths(shapes)
+  assert temporal_convert.temporal_widths(shapes, dense=True) == ((3, 3, 3), True)
+  assert temporal_convert.temporal_widths(shapes, dense=False) == ((3, 7, 19), False)
+  assert temporal_convert.temporal_widths(shapes, filter_widths="3,3,3") == ((3, 3, 3), True)
+  assert temporal_convert.temporal_widths(shapes, filter_widths=(3, 7, 19)) == ((3, 7, 19), False)
+  with pytest.raises(core.CheckpointError, match="do not fit the given filter widths 3,3"):
+    temporal_convert.temporal_widths(shapes, filter_widths=(3, 3))
   shapes["layers_conv.2.weight"] = (8, 8, 5)  # (5 - 1) / 9 is no width: dilated 3, 7, 5
-  assert lifter_families.temporal_widths(shapes) == ((3, 7, 5), False)
+  assert temporal_convert.temporal_widths(shapes) == ((3, 7, 5), False)
   shapes["layers_conv.2.weight"] = (8, 8, 4)
   with pytest.raises(core.CheckpointError, match="odd"):
-    lifter_families.temporal_widths(shapes)
+    temporal_convert.temporal_widths(shapes)
 
 
 def test_trajectory_model_converts_from_its_key(tmp_path):
@@ -313,7 +326,7 @@ def test_rie_decoders_write_their_own_joints_in_input_order():
   model = _model(RIE.tiny())
   x = _keypoints((2, 9, 17, 2))
   base = _poses(model, x)
-  for group, joints in lifters.RIE_GROUPS:
+  for group, joints in rie.RIE_GROUPS:
     fc_2 = getattr(model, f"Integration_{group}").fc_2
     old = fc_2.bias[...]
     fc_2.bias.set_value(old + 1.0)
@@ -370,7 +383,8 @@ def test_rie_export_convert_round_trip(config):
   state_dict = convert.export_state_dict(model, config)
   assert state_dict["GlobalInfo.layers.1.batch_norm2.running_var"].shape == (32,)
   assert ("FuseBlocks.4.fc_2.bias" in state_dict) == (config.stage != 1)
-  restored, inferred, report = convert.convert_state_dict(state_dict)
+  user = {"overrides": {"dense": True}} if config.dense else {}
+  restored, inferred, report = convert.convert_state_dict(state_dict, **user)
   assert inferred == config and report.ok
   restored.eval()
   x = _keypoints((2, model.receptive_field, 17, 2))
@@ -390,7 +404,7 @@ def test_rie_stage2_reads_as_stage3_with_identical_results():
 def test_rie_trainable_per_stage_and_stage2_initialisation():
   def paths(model, stage):
     return {"/".join(map(str, p)) for p, _ in
-            nnx.to_flat_state(nnx.state(model, lifters.rie_trainable(stage)))}
+            nnx.to_flat_state(nnx.state(model, rie.rie_trainable(stage)))}
 
   stage1 = _model(RIE.tiny(stage=1), seed=1)
   all_params = {"/".join(map(str, p)) for p, _ in nnx.to_flat_state(nnx.state(stage1, nnx.Param))}
@@ -399,7 +413,7 @@ def test_rie_trainable_per_stage_and_stage2_initialisation():
   # on a randomly initialised stage-2 model (eager RIE initialisation is slow on CPU).
   stage2 = _model(RIE.tiny(stage=2), seed=2)
   report = core.map_state_dict(stage2, convert.export_state_dict(stage1, stage1.config),
-                               select=lifter_families.rie_encoders_select)
+                               select=rie_family.rie_encoders_select)
   assert not report.unexpected and not report.mismatched
   core.apply_assignments(stage2, report.assigned)
   trained = paths(stage2, 2)
@@ -415,10 +429,10 @@ def test_rie_trainable_per_stage_and_stage2_initialisation():
   stage2.eval()
   x = _keypoints((2, 9, 17, 2))
   grads = nnx.jit(nnx.grad(lambda m: jnp.sum(m(x)["poses"] ** 2),
-                           argnums=nnx.DiffState(0, lifters.rie_trainable(2))))(stage2)
+                           argnums=nnx.DiffState(0, rie.rie_trainable(2))))(stage2)
   assert {"/".join(map(str, p)) for p, _ in nnx.to_flat_state(grads)} == trained
   with pytest.raises(ValueError, match="stage"):
-    lifters.rie_trainable(4)
+    rie.rie_trainable(4)
 
 
 def test_rie_bad_input_and_config():
@@ -476,8 +490,8 @@ def test_families_recognise_only_their_checkpoints():
   pose_resnet = resnet.PoseResNetConfig.tiny(num_joints=3)
   shapes["pose_resnet"] = core.shape_table(
       convert.export_state_dict(_model(pose_resnet), pose_resnet))
-  for name, family in (("videopose3d", lifter_families.VIDEOPOSE3D),
-                       ("rie", lifter_families.RIE)):
+  for name, family in (("videopose3d", videopose3d_family.VIDEOPOSE3D),
+                       ("rie", rie_family.RIE)):
     for other, table in shapes.items():
       inferred = family.infer_config(table)
       assert (inferred is not None) == (other == name), (name, other)

@@ -5,8 +5,6 @@ import collections
 import functools
 import json
 import math
-import os
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -18,10 +16,10 @@ from jaxpose import convert, models
 from jaxpose.convert import core
 from jaxpose.convert import mspn as mspn_convert
 from jaxpose.models import mspn, resnet
+from tests.conformance import fixtures
 
 MSPNConfig = mspn.MSPNConfig
-REFERENCE_DIR = Path(os.environ.get(
-    "JAXPOSE_REFERENCE_DIR", Path(__file__).resolve().parents[2] / "shared" / "reference"))
+REFERENCE_DIR = fixtures.PROJECT_DIR  # the project's copy of the reference fixtures
 
 H, W = 64, 48  # TINY's input; stride-4 features and heatmaps 16x12
 TINY = MSPNConfig.tiny()  # 2 stages, 17 joints, 32-wide decoder, (1, 1, 1, 1) blocks
@@ -301,8 +299,7 @@ def _fixture_shapes() -> dict[str, dict[str, tuple[int, ...]]]:
   for path in sorted((REFERENCE_DIR / "models").glob("*.json")):
     manifest = json.loads(path.read_text())
     found[manifest["family"]] = {k: tuple(s) for k, s, _ in manifest["tensors"]}
-  if "mspn" not in found:
-    pytest.skip(f"no MSPN fixture under {REFERENCE_DIR}")
+  assert "mspn" in found, f"no MSPN model fixture under {REFERENCE_DIR / 'models'}"
   return found
 
 

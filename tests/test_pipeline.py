@@ -175,7 +175,7 @@ def tiny(tmp_path_factory):
   builders.build_dataset("synthetic_people", data_dir, config="tiny")
   ref = pipeline.DatasetRef("synthetic_people", data_dir, "train", "tiny")
   spec = _spec()
-  return ref, spec, pipeline.instances(ref, spec, K)
+  return ref, spec, pipeline.instances(ref, spec, K, read=topdown.ground_truth_instances)
 
 
 def _take(it, n):

@@ -1,13 +1,17 @@
 """Conformance with the original PyTorch implementations (the acceptance criterion).
 
-Fixtures are discovered at run time in ``$JAXPOSE_REFERENCE_DIR`` (default
-``../shared/reference`` beside the repository); nothing here names a fixture or a case
-count. For every ``models/*.json``:
+Fixtures are discovered at run time in the project's copy ``tests/reference/`` plus every
+folder named in ``$JAXPOSE_REFERENCE_DIR`` (``os.pathsep``-separated; see
+``tests/conformance/fixtures.py``); nothing here names a fixture or a case count, and a
+missing or empty fixture folder is a failure, never a skip. For every ``models/*.json``:
 
-1. the checkpoint is rebuilt with the fixture's own ``synth.write_checkpoint`` in the zip
-   format and in the legacy (torch < 1.6) format;
-2. jaxpose's converter infers the family and configuration, converts the file and writes
-   an Orbax checkpoint, which is loaded back from disk;
+1. the checkpoint is rebuilt with the weights the fixtures were recorded with
+   (``tests/conformance/synth_weights.py``) in the layout of the original's released file,
+   in the zip format and in the legacy (torch < 1.6) format;
+2. jaxpose's converter gets the fixture's ``official.config`` the way a user passes the
+   original's configuration (``USER_CONFIG``: the experiment yaml, or the original's
+   command line), reads the rest off the tensors (nothing may be assumed), converts the
+   file and writes an Orbax checkpoint, which is loaded back from disk;
 3. the Flax model runs on the stored inputs and every stored output (including
    ``derived_from`` outputs and MSPN's ``aux_outputs``) is compared with a tolerance of
    ``TOLERANCE_FACTOR`` x the fixture's ``fp32_vs_fp64_max_abs`` for that output; so does
@@ -20,13 +24,9 @@ For every ``functions/*.json`` each case runs through the checker for that funct
 """
 from __future__ import annotations
 
-import functools
-import importlib.util
 import json
-import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from unittest import mock
 
 import jax
 import numpy as np
@@ -36,11 +36,9 @@ from jaxpose import checkpoint
 from jaxpose import convert
 from jaxpose.codecs import integral as integral_codec
 from jaxpose.models import inference
-from tests.conformance import functions_2d, functions_3d
+from tests.conformance import fixtures, functions_2d, functions_3d, synth_weights
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-REFERENCE_DIR = Path(os.environ.get("JAXPOSE_REFERENCE_DIR",
-                                    REPO_ROOT.parent / "shared" / "reference")).resolve()
+FIXTURE_DIRS = fixtures.fixture_dirs()
 
 # Our float32 result vs the original's float32 result differ by about the float32 noise of
 # each (the fixture's fp32-vs-fp64 difference measures one of them).
@@ -49,31 +47,22 @@ TOLERANCE_FACTOR = 4.0
 FUNCTION_CHECKERS: dict[str, Callable] = {**functions_2d.CHECKERS, **functions_3d.CHECKERS}
 
 
-def _fixtures(kind: str) -> list[Path]:
-  return sorted((REFERENCE_DIR / kind).glob("*.json"))
-
-
 def _function_cases() -> list:
   params = []
-  for path in _fixtures("functions"):
+  for test_id, path in fixtures.discover("functions", FIXTURE_DIRS):
+    if isinstance(path, fixtures.NoFixtures):
+      params.append(pytest.param(path, 0, id=test_id))
+      continue
     fixture = json.loads(path.read_text())
     for case in range(int(fixture["cases"])):
-      params.append(pytest.param(path, case, id=f"{path.stem}-case{case}"))
+      params.append(pytest.param(path, case, id=f"{test_id}-case{case}"))
   return params
 
 
-def test_reference_dir_has_fixtures():
-  assert REFERENCE_DIR.is_dir(), (
-      f"reference fixtures not found at {REFERENCE_DIR}; set JAXPOSE_REFERENCE_DIR")
-  assert _fixtures("models") and _fixtures("functions"), f"no fixtures under {REFERENCE_DIR}"
-
-
-@functools.cache
-def _synth_module():
-  spec = importlib.util.spec_from_file_location("reference_synth", REFERENCE_DIR / "synth.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+@pytest.mark.parametrize("folder", FIXTURE_DIRS, ids=lambda d: d.label or "project")
+def test_fixture_folder_holds_fixtures(folder: fixtures.FixtureDir):
+  problem = folder.problem()
+  assert problem is None, problem
 
 
 # ----------------------------------------------------------------------------------------
@@ -135,6 +124,92 @@ RUNNERS: dict[str, Callable] = {
 }
 
 
+# ----------------------------------------------------------------------------------------
+# How a user passes each original's configuration (a fixture's ``official.config``)
+# ----------------------------------------------------------------------------------------
+
+
+def _nested(flat: Mapping) -> dict:
+  """``{"MODEL.EXTRA": {...}, "MODEL.NUM_JOINTS": 17}`` -> the nested mapping of a yaml."""
+  out: dict = {}
+  for key, value in flat.items():
+    *parents, leaf = key.split(".")
+    node = out
+    for part in parents:
+      node = node.setdefault(part, {})
+    node[leaf] = _nested(value) if isinstance(value, Mapping) else value
+  return out
+
+
+def _yaml_file(tmp_path: Path, name: str, mapping: Mapping) -> dict:
+  import yaml  # the user's experiment file
+  path = tmp_path / f"{name}.yaml"
+  path.write_text(yaml.safe_dump(dict(mapping), sort_keys=False))
+  return {"original_config": path}
+
+
+def _hrnet_project_yaml(config: Mapping, tmp_path: Path) -> dict:
+  """deep-high-resolution-net.pytorch (HRNet, SimpleBaseline): its experiment yaml."""
+  return _yaml_file(tmp_path, "experiment", _nested(config))
+
+
+def _mspn_config(config: Mapping, tmp_path: Path) -> dict:
+  """MSPN's config.py (Python, never executed): its values written out as a yaml."""
+  return _yaml_file(tmp_path, "mspn_config", config)
+
+
+_INTEGRAL_DATASETS = {18: "hm36", 16: "mpii", 17: "coco"}
+
+
+def _integral_yaml(config: Mapping, tmp_path: Path) -> dict:
+  """integral-human-pose: the experiment yaml (``network``; joints from the dataset)."""
+  network = {key: config[key] for key in (
+      "num_layers", "num_deconv_layers", "num_deconv_filters", "num_deconv_kernel",
+      "final_conv_kernel", "depth_dim", "input_channel")}
+  return _yaml_file(tmp_path, "integral", {
+      "pytorch": {"block": "resnet_pose", "loss": "integral"},
+      "dataset": {"name": [_INTEGRAL_DATASETS[config["num_joints"]]]},
+      "dataiter": {"target_id": 0},
+      "train": {"patch_width": config["patch_width"], "patch_height": config["patch_height"]},
+      "network": network})
+
+
+def _hg3d_options(config: Mapping, tmp_path: Path) -> dict:
+  """pytorch-pose-hg-3d: its command-line options."""
+  del tmp_path
+  return {"original_args": config["opts"]}
+
+
+def _temporal_args(config: Mapping) -> list[str]:
+  args = ["-arc", ",".join(str(w) for w in config["filter_widths"]),
+          "-ch", str(config["channels"]), "-drop", str(config["dropout"])]
+  return args + ["--causal"] * bool(config["causal"]) + ["--dense"] * bool(config["dense"])
+
+
+def _videopose3d_args(config: Mapping, tmp_path: Path) -> dict:
+  """VideoPose3D: the run.py command line."""
+  del tmp_path
+  return {"original_args": _temporal_args(config)}
+
+
+def _rie_args(config: Mapping, tmp_path: Path) -> dict:
+  """Pose3D-RIE: the run.py command line (``latten_features`` is the model's argument)."""
+  del tmp_path
+  return {"original_args": _temporal_args(config) + [
+      "-lfd", str(config["latten_features"]), "--stage", str(config["stage"])]}
+
+
+USER_CONFIG: dict[str, Callable[[Mapping, Path], dict]] = {
+    "pose_resnet": _hrnet_project_yaml,
+    "pose_hrnet": _hrnet_project_yaml,
+    "mspn": _mspn_config,
+    "integral": _integral_yaml,
+    "hg3d": _hg3d_options,
+    "videopose3d": _videopose3d_args,
+    "rie": _rie_args,
+}
+
+
 def _derive(spec: Mapping, raw: np.ndarray) -> np.ndarray:
   """Applies a fixture's ``derived_from`` operation to a raw NCHW output."""
   op = spec["op"]
@@ -158,29 +233,19 @@ def _derive(spec: Mapping, raw: np.ndarray) -> np.ndarray:
   raise AssertionError(f"unknown derived_from op {op!r}")
 
 
-def _write_checkpoint(manifest: dict, path: Path, legacy: bool) -> Path:
-  synth = _synth_module()
-  if not legacy:
-    return synth.write_checkpoint(manifest, path)
-  import torch  # test-only dependency
-  legacy_save = functools.partial(torch.save, _use_new_zipfile_serialization=False)
-  with mock.patch.object(torch, "save", legacy_save):
-    return synth.write_checkpoint(manifest, path)
-
-
 def _flat_variables(model) -> dict[str, np.ndarray]:
   flat = jax.tree_util.tree_flatten_with_path(checkpoint.model_variables(model))[0]
   return {jax.tree_util.keystr(p): np.asarray(v) for p, v in flat}
 
 
 def _model_params():
-  return [pytest.param(p, id=p.stem, marks=pytest.mark.slow) for p in _fixtures("models")]
+  return [pytest.param(p, id=test_id, marks=pytest.mark.slow)
+          for test_id, p in fixtures.discover("models", FIXTURE_DIRS)]
 
 
 @pytest.mark.parametrize("fixture_path", _model_params())
 def test_model_fixture(fixture_path: Path, tmp_path: Path):
-  synth = _synth_module()
-  manifest = synth.load_manifest(fixture_path)
+  manifest = synth_weights.load_manifest(fixtures.require(fixture_path))
   arrays = np.load(fixture_path.with_suffix(".npz"))
   family = manifest["family"]
   assert family in RUNNERS, f"{fixture_path.name}: no jaxpose runner for family {family!r}"
@@ -188,10 +253,14 @@ def test_model_fixture(fixture_path: Path, tmp_path: Path):
   variables = {}
   for legacy in (False, True):
     fmt = "legacy" if legacy else "zip"
-    ckpt = _write_checkpoint(manifest, tmp_path / f"{fixture_path.stem}_{fmt}.pth", legacy)
+    ckpt = synth_weights.write_checkpoint(
+        manifest, tmp_path / f"{fixture_path.stem}_{fmt}.pth", legacy=legacy)
     out_dir = tmp_path / f"converted_{fmt}"
-    config = convert.convert_checkpoint(ckpt, out_dir)
+    user = USER_CONFIG[family](manifest["official"]["config"], tmp_path)
+    config = convert.convert_checkpoint(ckpt, out_dir, **user)
     assert config.name == family
+    configuration = json.loads((out_dir / convert.REPORT_FILE).read_text())["configuration"]
+    assert configuration["assumed"] == {}, f"{fixture_path.name}: {configuration['assumed']}"
     model, loaded_config = convert.load_converted(out_dir)
     assert loaded_config == config
     variables[fmt] = _flat_variables(model)
@@ -225,7 +294,7 @@ def test_model_fixture(fixture_path: Path, tmp_path: Path):
 
 @pytest.mark.parametrize("fixture_path,case", _function_cases())
 def test_function_fixture(fixture_path: Path, case: int):
-  fixture = json.loads(fixture_path.read_text())
+  fixture = json.loads(fixtures.require(fixture_path).read_text())
   checker = FUNCTION_CHECKERS.get(fixture["name"])
   assert checker is not None, (
       f"{fixture_path.name}: no jaxpose checker for function fixture {fixture['name']!r} "

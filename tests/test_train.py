@@ -4,9 +4,13 @@ from __future__ import annotations
 import glob
 import importlib
 import json
+import logging
+import os
+import re
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import jax
@@ -18,14 +22,17 @@ import pytest
 from flax import nnx
 
 from configs import quickstart
-from jaxpose import convert, models
+from jaxpose import convert, datasets, models
 from jaxpose.data import pipeline
 from jaxpose.models import resnet
-from jaxpose.train import loop, optim, state as state_lib
+from jaxpose.train import loop, optim, state as state_lib, tasks, validation, weights
 
 REPO = Path(__file__).resolve().parents[1]
+# The top-down 2D configs; tests/test_lifting.py checks the lifter configs.
 CONFIG_FILES = sorted(p.stem for p in (REPO / "configs").glob("*.py")
-                      if p.stem not in ("__init__", "common"))
+                      if p.stem not in ("__init__", "common")
+                      and importlib.import_module(f"configs.{p.stem}").get_config().task
+                      in ("heatmap", "mspn"))
 
 
 # ----------------------------------------------------------------------------------------
@@ -33,17 +40,21 @@ CONFIG_FILES = sorted(p.stem for p in (REPO / "configs").glob("*.py")
 # ----------------------------------------------------------------------------------------
 
 
-def _torch_run(name: str, schedule: str, steps: int, steps_per_epoch: int):
+def _torch_run(name: str, schedule: str, steps: int, steps_per_epoch: int, amsgrad=False):
   torch = pytest.importorskip("torch")
   w0 = np.random.RandomState(0).randn(5).astype(np.float32)
   param = torch.nn.Parameter(torch.tensor(w0))
   if name == "adam":
-    opt = torch.optim.Adam([param], lr=1e-2, weight_decay=1e-2)
+    opt = torch.optim.Adam([param], lr=1e-2, weight_decay=1e-2, amsgrad=amsgrad)
+  elif name == "adamw":
+    opt = torch.optim.AdamW([param], lr=1e-2, weight_decay=1e-2, amsgrad=amsgrad)
   else:
     opt = torch.optim.SGD([param], lr=1e-2, momentum=0.9, weight_decay=1e-2)
   lam = lambda it: 0.1 + 0.9 * it / 5 if it < 5 else 1 - (it - 5) / (20 - 5)
   scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lam) if schedule == "warmup_linear" else None
-  grads = [np.sin(np.arange(5) * (k + 1)).astype(np.float32) for k in range(steps)]
+  # Gradients of changing size, so that AMSGrad's running maximum matters.
+  grads = [(np.sin(np.arange(5) * (k + 1)) * (3.0 if k % 4 == 0 else 0.5)).astype(np.float32)
+           for k in range(steps)]
   for k, g in enumerate(grads):
     if schedule == "multistep":  # torch 1.0 MultiStepLR: epoch e uses lr * 0.1^#(m <= e)
       for group in opt.param_groups:
@@ -53,17 +64,23 @@ def _torch_run(name: str, schedule: str, steps: int, steps_per_epoch: int):
     opt.zero_grad()
     param.grad = torch.tensor(g)
     opt.step()
+    if schedule == "exponential" and (k + 1) % steps_per_epoch == 0:
+      for group in opt.param_groups:  # VideoPose3D / RIE run.py: after every epoch
+        group["lr"] *= 0.95
   return w0, grads, param.detach().numpy()
 
 
-@pytest.mark.parametrize("name,schedule", [("adam", "warmup_linear"), ("adam", "multistep"),
-                                           ("sgd", "multistep")])
-def test_optimizers_match_torch(name, schedule):
+@pytest.mark.parametrize("name,schedule,amsgrad", [
+    ("adam", "warmup_linear", False), ("adam", "multistep", False), ("sgd", "multistep", False),
+    ("adam", "exponential", True), ("adamw", "exponential", True),
+    ("adamw", "constant", False)])
+def test_optimizers_match_torch(name, schedule, amsgrad):
   steps, steps_per_epoch = 19, 4
-  w0, grads, want = _torch_run(name, schedule, steps, steps_per_epoch)
+  w0, grads, want = _torch_run(name, schedule, steps, steps_per_epoch, amsgrad)
   config = ml_collections.ConfigDict(dict(
       name=name, lr=1e-2, weight_decay=1e-2, momentum=0.9, schedule=schedule, warmup_steps=5,
-      warmup_factor=0.1, total_steps=20, milestones=(1, 3), factor=0.1))
+      warmup_factor=0.1, total_steps=20, milestones=(1, 3), factor=0.1, decay=0.95,
+      amsgrad=amsgrad))
   tx, _ = optim.make_optimizer(config, steps_per_epoch)
   params = jnp.asarray(w0)
   opt_state = tx.init(params)
@@ -71,6 +88,17 @@ def test_optimizers_match_torch(name, schedule):
     updates, opt_state = tx.update(jnp.asarray(g), opt_state, params)
     params = optax.apply_updates(params, updates)
   np.testing.assert_allclose(np.asarray(params), want, rtol=1e-5, atol=1e-6)
+
+
+def test_torch_amsgrad_differs_from_optax_amsgrad():
+  """The reason for ``scale_by_torch_amsgrad``: optax maximises the corrected moment."""
+  grads = [jnp.asarray([3.0]), jnp.asarray([0.1]), jnp.asarray([0.1])]
+  ours, theirs = optim.scale_by_torch_amsgrad(), optax.scale_by_amsgrad()
+  s1, s2 = ours.init(grads[0]), theirs.init(grads[0])
+  for g in grads:
+    u1, s1 = ours.update(g, s1)
+    u2, s2 = theirs.update(g, s2)
+  assert abs(float(u1[0]) - float(u2[0])) > 1e-3
 
 
 def test_released_schedules():
@@ -107,7 +135,8 @@ def _tiny_step(loss_scale=1.0):
   train_def, _, params, batch_stats = state_lib.split_model(models.build_model(cfg, seed=0))
   tx, _ = optim.make_optimizer(ml_collections.ConfigDict(dict(name="adam", lr=1e-3)), 1)
 
-  def loss_fn(outputs, batch):
+  def loss_fn(model, batch, rng, hparams):
+    outputs = model(batch["image"])
     loss = jnp.mean((outputs["heatmaps"] - batch["target"]) ** 2) * batch["scale"][0]
     return loss, {"mean_heatmap": jnp.mean(outputs["heatmaps"])}
 
@@ -152,7 +181,8 @@ SHARDED_SCRIPT = textwrap.dedent("""
     tdef, _, params, bs = S.split_model(models.build_model(cfg, seed=0))
     f64 = lambda t: jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), t)
     tx, _ = optim.make_optimizer(ml_collections.ConfigDict(dict(name="adam", lr=1e-3)), 10)
-    loss_fn = lambda out, b: (joints_mse_loss(out["heatmaps"], b["target"], b["target_weight"]), {})
+    loss_fn = lambda model, b, rng, hp: (
+        joints_mse_loss(model(b["image"])["heatmaps"], b["target"], b["target_weight"]), {})
     step = S.make_train_step(tdef, loss_fn, tx)
     rs = np.random.RandomState(0)
     batch = {"image": rs.randn(16, 64, 64, 3), "target": rs.rand(16, 16, 16, 4),
@@ -194,15 +224,16 @@ def test_every_config_is_complete(name):
   """Model, data spec, task and optimizer of each config build (shapes only, no compile)."""
   config = _config(name)
   assert config.task in ("heatmap", "mspn")
-  cfg = loop.model_config(config)
+  cfg = weights.model_config(config)
   graphdef, state = nnx.split(models.abstract_model(cfg))
-  spec = loop.sample_spec(config)
+  keypoint_set = datasets.dataset(config.data.dataset).keypoints
+  task = tasks.task_class(config.task).from_config(config, keypoint_set=keypoint_set)
+  spec = task.spec
   h, w = spec.input_size
   out = jax.eval_shape(lambda s, x: nnx.merge(graphdef, s)(x), state,
                        jax.ShapeDtypeStruct((2, h, w, 3), jnp.float32))
   assert out["heatmaps"].shape[1:3] == tuple(config.data.heatmap_size)
-  assert out["heatmaps"].shape[-1] == len(loop.KEYPOINT_SETS[config.data.keypoints]["names"])
-  loop.tasks.make_task(config, spec.flip_pairs)
+  assert out["heatmaps"].shape[-1] == len(keypoint_set.names)
   optim.make_optimizer(config.optim, 100)
   assert (module_doc := importlib.import_module(f"configs.{name}").__doc__)
   assert "launch.py --config=configs/" in module_doc
@@ -215,6 +246,100 @@ def test_config_arguments():
   assert _config("mspn_coco", "stages=4").model.num_stages == 4
   with pytest.raises(ValueError, match="unknown config argument"):
     _config("hrnet_coco", "width=48")
+
+
+def _mistake(section: str, **values) -> ml_collections.ConfigDict:
+  config = quickstart.get_config()
+  config.data.data_dir = "/nonexistent/tfds"  # nothing may be read before the check
+  if section == "task":
+    config.task = values["task"]
+  else:
+    config[section].update(values)
+  return config
+
+
+CONFIG_MISTAKES = [
+    (("train", dict(checkpoint_every_steps=0)),
+     "train.checkpoint_every_steps=0: must be an integer >= 1"),
+    (("train", dict(global_batch_size=0)), "train.global_batch_size=0: must be an integer >= 1"),
+    (("train", dict(log_every_steps=-5)), "train.log_every_steps=-5: must be an integer >= 1"),
+    (("train", dict(eval_every_epochs=0)), "train.eval_every_epochs=0"),
+    (("train", dict(total_steps=0)), "train.total_steps=0: must be an integer >= 1 (or None)"),
+    (("train", dict(dtype="float8")), "train.dtype='float8': must be one of 'float32'"),
+    (("train", dict(dtype="float64")), "train.dtype='float64' needs 64-bit JAX"),
+    (("eval", dict(boxes="detection")),
+     "eval.boxes must be one of ('gt', 'detections'), got 'detection'"),
+    (("eval", dict(boxes="detections")), "eval.boxes='detections' needs eval.detection_file"),
+    (("optim", dict(lr=float("nan"))), "optim.lr=nan: must be a finite number >= 0"),
+    (("optim", dict(name="adan")), "optim: unknown optim.name 'adan'; valid: adam"),
+    (("optim", dict(schedule="cosine")), "optim: unknown optim.schedule 'cosine'"),
+    (("init", dict(kind="pretrained")), "init.kind='pretrained': must be one of 'scratch'"),
+    (("init", dict(kind="imagenet", path="/typo.pth")), "init.kind='imagenet' needs init.path"),
+    (("data", dict(dataset="coco")), "unknown dataset 'coco'; valid: coco_keypoints"),
+    (("task", dict(task="heatmaps")), "config.task: unknown task 'heatmaps'; valid:"),
+]
+
+
+@pytest.mark.parametrize("mistake,message", CONFIG_MISTAKES,
+                         ids=[m[1][:40] for m in CONFIG_MISTAKES])
+def test_config_mistakes_fail_in_one_line_before_any_work(mistake, message, tmp_path):
+  """Each mistake: one ``ConfigError`` line naming the field, before the workdir exists,
+  for training and for evaluation alike."""
+  config = _mistake(mistake[0], **mistake[1])
+  runs = [lambda: loop.train_and_evaluate(config, str(tmp_path / "run"))]
+  if mistake[0] not in ("init",):  # evaluation does not read init
+    runs.append(lambda: loop.evaluate(config, str(tmp_path / "run"), "best"))
+  for run in runs:
+    with pytest.raises(validation.ConfigError) as error:
+      run()
+    assert message in str(error.value) and "\n" not in str(error.value)
+    assert isinstance(error.value, loop.USER_ERRORS)
+    assert not (tmp_path / "run").exists()
+
+
+def test_eval_checkpoint_argument_mistakes(tmp_path):
+  config = _mistake("train", seed=0)
+  workdir = tmp_path / "old_run"
+  workdir.mkdir()
+  (workdir / "config.json").write_text("{}")  # a training workdir without checkpoints
+  cases = {"last": "--checkpoint='last': neither 'latest', 'best', a step number nor an "
+                   "existing path",
+           "/typo.pth": "--checkpoint='/typo.pth': neither",
+           str(workdir): "is a jaxpose training workdir without any complete checkpoint",
+           str(tmp_path): "neither a jaxpose training run or checkpoint"}
+  for checkpoint, message in cases.items():
+    with pytest.raises(validation.ConfigError, match=re.escape(message)):
+      loop.evaluate(config, str(tmp_path / "eval"), checkpoint)
+  with pytest.raises(FileNotFoundError):  # a missing file is also a FileNotFoundError
+    loop.evaluate(config, str(tmp_path / "eval"), "/typo.pth")
+  assert not (tmp_path / "eval").exists()
+  step_item = tmp_path / "run" / "checkpoints" / "4" / "state"  # an item of a step: accepted
+  step_item.mkdir(parents=True)
+  validation.check_checkpoint_argument(str(step_item))
+
+
+LAUNCH_MISTAKES = [
+    (["--config.train.bogus=1"], 2, "unknown config field in a --config.* override: bogus"),
+    (["--config.train.global_batch_size=0"], 1, "train.global_batch_size=0"),
+    (["--mode=eval", "--checkpoint=last"], 1, "--checkpoint='last'"),
+    (["--num_processes=2"], 2, "missing: coordinator address"),
+]
+
+
+@pytest.mark.slow  # 4 launch.py processes: ~35 s on a busy 2-core machine
+def test_launch_prints_mistakes_in_one_line_with_an_exit_status(tmp_path):
+  """No traceback: one ``error:`` line and a non-zero status (2: command line syntax)."""
+  env = dict(os.environ, PYTHONPATH=str(REPO))
+  procs = [subprocess.Popen(
+      [sys.executable, "launch.py", "--config=configs/quickstart.py",
+       f"--workdir={tmp_path / 'run'}", *args], cwd=REPO, env=env, text=True,
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE) for args, _, _ in LAUNCH_MISTAKES]
+  for proc, (args, status, message) in zip(procs, LAUNCH_MISTAKES):
+    out, err = proc.communicate(timeout=300)
+    errors = [line for line in (out + err).splitlines() if line.startswith("error: ")]
+    assert proc.returncode == status, (args, err[-2000:])
+    assert "Traceback" not in err and len(errors) == 1 and message in errors[0], (args, err)
+  assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.slow
@@ -230,13 +355,13 @@ def test_every_config_runs_one_train_step(name):
   if config.model.name == "mspn":
     config.model.output_shape = (16, 16)
   mesh = state_lib.make_mesh()
-  task = loop.tasks.make_task(config, loop.sample_spec(config).flip_pairs)
-  train_def, _, params, batch_stats = state_lib.split_model(loop.initial_model(config))
+  task = tasks.task_class(config.task).from_config(
+      config, keypoint_set=datasets.dataset(config.data.dataset).keypoints)
+  train_def, _, params, batch_stats = state_lib.split_model(task.init_model())
   tx, _ = optim.make_optimizer(config.optim, 10)
   state = jax.device_put(state_lib.init_train_state(params, batch_stats, tx, 0),
                          state_lib.replicated(mesh))
-  step = state_lib.jit_train_step(
-      state_lib.make_train_step(train_def, task.loss, tx, task.preprocess), mesh)
+  step = state_lib.jit_train_step(state_lib.make_train_step(train_def, task.loss, tx), mesh)
   batch = state_lib.global_batch(bench.random_batch(config, 2), mesh)
   state, metrics = step(state, batch)
   assert int(state.step) == 1 and np.isfinite(float(metrics["loss"]))
@@ -301,11 +426,13 @@ class SimulatedCrash(Exception):
 
 
 class _Recorder:
-  """Wraps ``pipeline.train_iterator``: records batch fingerprints, can crash on a batch."""
+  """Wraps ``pipeline.train_iterator``: records batch fingerprints, can crash on a batch or
+  give one NaN targets."""
 
-  def __init__(self, crash_at: int | None = None):
+  def __init__(self, crash_at: int | None = None, nan_at: int | None = None):
     self.seen: list[str] = []
     self.crash_at = crash_at
+    self.nan_at = nan_at  # this batch (0-based) gets NaN targets
     self._original = _TRAIN_ITERATOR
 
   def __call__(self, *args, **kwargs):
@@ -317,6 +444,8 @@ class _Recorder:
         if recorder.crash_at is not None and len(recorder.seen) + 1 == recorder.crash_at:
           raise SimulatedCrash(f"interrupted before batch {recorder.crash_at}")
         batch = next(inner)
+        if len(recorder.seen) == recorder.nan_at:
+          batch = dict(batch, target=np.full_like(batch["target"], np.nan))
         recorder.seen.append(str(hash(batch["image"].tobytes())))
         return batch
 
@@ -330,7 +459,7 @@ class _Recorder:
 
 
 def _final_state(workdir: Path, config):
-  model = models.build_model(loop.model_config(config))
+  model = models.build_model(weights.model_config(config))
   _, _, params, batch_stats = state_lib.split_model(model)
   tx, _ = optim.make_optimizer(config.optim, 1)
   target = state_lib.init_train_state(params, batch_stats, tx, 0)
@@ -363,13 +492,39 @@ def test_interrupted_run_resumes_exactly(data_dir, tmp_path, monkeypatch):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-def test_non_finite_loss_stops_the_run_keeping_the_last_good_checkpoint(data_dir, tmp_path):
-  config = tiny_config(data_dir, total_steps=5)
-  config.optim.lr = float("nan")
-  with pytest.raises(loop.NonFiniteLossError, match=r"at step 1 \(update 0\)"):
+def test_non_finite_loss_stops_the_run_and_resumes_with_a_lower_lr(data_dir, tmp_path,
+                                                                  monkeypatch):
+  """The quickstart with NaN targets in its second batch (update 1). The loss is checked
+  every 4 steps, after a periodic save at step 3 that must not write the frozen state; the
+  last good state (step 1) is saved with the data position after batch 1. Resuming (at a
+  lower learning rate, the data mended) trains on from batch 2 with finite losses."""
+  config = tiny_config(data_dir, total_steps=5, log_every_steps=4, checkpoint_every_steps=3)
+  first = _Recorder(nan_at=1)
+  monkeypatch.setattr(pipeline, "train_iterator", first)
+  with pytest.raises(loop.NonFiniteLossError, match=r"at step 2 \(update 1\); stopped at step 3"):
     loop.train_and_evaluate(config, str(tmp_path))
   saved = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
-  assert saved == [0]
+  assert saved == [1]
+  second = _Recorder()
+  monkeypatch.setattr(pipeline, "train_iterator", second)
+  config.optim.lr = 5e-4
+  loop.train_and_evaluate(config, str(tmp_path))
+  assert second.seen[0] == first.seen[1]  # batch 2 follows the last good step 1
+  state, _ = _final_state(tmp_path, config)
+  assert int(state.step) == 5 and int(state.first_bad_step) == -1
+  losses = _scalars(tmp_path / "tensorboard", "train/loss")
+  assert sorted(losses) == [4, 5] and all(np.isfinite(v) for v in losses.values())
+
+
+def _scalars(logdir: Path, tag: str) -> dict[int, float]:
+  import tensorflow as tf
+  out = {}
+  for path in sorted(glob.glob(str(logdir / "events.out.tfevents.*"))):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for v in event.summary.value:
+        if v.tag == tag:
+          out[int(event.step)] = float(tf.make_ndarray(v.tensor))
+  return out
 
 
 def test_missing_pretrained_weights_and_detections_are_clear_errors(data_dir, tmp_path):
@@ -398,3 +553,144 @@ def test_evaluate_a_converted_checkpoint(data_dir, tmp_path):
   from_pth = loop.evaluate(config, str(tmp_path / "eval2"), str(tmp_path / "m.pth"))
   assert from_dir == from_pth and 0.0 <= from_dir["AP"] <= 1.0
   assert (tmp_path / "eval" / "eval_metrics.json").exists()
+
+
+# ----------------------------------------------------------------------------------------
+# Non-finite loss: the last good state is saved with its own data position and resumes
+# ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake(monkeypatch):
+  from tests import fake_task
+  monkeypatch.setitem(tasks.TASKS, "fake", fake_task.FakeTask)
+  return fake_task
+
+
+def _fake_state(workdir: Path, config, step: int | None = None):
+  from tests import fake_task
+  return fake_task.restore(workdir, config, step)
+
+
+def _steps(directory: Path) -> list[int]:
+  return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
+
+
+def test_nan_stop_saves_the_last_good_step_with_its_data_and_resumes_exactly(fake, tmp_path):
+  """The loss is checked late (every 5 steps); the bad update 3 is followed by a periodic
+  save at step 4, which must not write the frozen state. The last good state (step 3) is
+  saved with the data position after 3 batches and without the flag, so the resumed run
+  (bad batch gone) ends exactly where a run that never saw it ends."""
+  settings = dict(total_steps=10, log_every_steps=5, checkpoint_every_steps=4,
+                  eval_every_epochs=10)
+  straight = fake.config(**settings)
+  straight.fake.num_examples = 40  # 10 steps per epoch: no epoch-end check before step 10
+  loop.train_and_evaluate(straight, str(tmp_path / "straight"))
+  poisoned = fake.config(**settings)
+  poisoned.fake.update(num_examples=40, nan_at=3)
+  with pytest.raises(loop.NonFiniteLossError, match=r"at step 4 \(update 3\); stopped at step 4"):
+    loop.train_and_evaluate(poisoned, str(tmp_path / "resumed"))
+  assert _steps(tmp_path / "resumed" / "checkpoints") == [3]  # no frozen step-4 checkpoint
+  state, data, meta = _fake_state(tmp_path / "resumed", straight)
+  assert int(state.step) == 3 and int(state.first_bad_step) == -1
+  assert data == {"position": 3} and "non-finite loss at update 3" in meta["stopped"]
+  loop.train_and_evaluate(straight, str(tmp_path / "resumed"))  # the cause removed
+  a, data_a, _ = _fake_state(tmp_path / "straight", straight)
+  b, data_b, _ = _fake_state(tmp_path / "resumed", straight)
+  assert int(b.step) == 10 and data_a == data_b == {"position": 10}
+  for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_a_flag_left_in_an_old_checkpoint_is_cleared_on_resume(fake, tmp_path):
+  """Checkpoints of earlier versions carry ``first_bad_step``; resuming must train."""
+  config = fake.config(total_steps=2)
+  loop.train_and_evaluate(config, str(tmp_path))
+  state, data, meta = _fake_state(tmp_path, config)
+  checkpointer = loop.ckpt_lib.TrainCheckpointer(tmp_path, async_save=False)
+  checkpointer.save(3, state.replace(first_bad_step=np.int32(1)), data, meta)
+  checkpointer.wait()
+  checkpointer.close()
+  loop.train_and_evaluate(fake.config(total_steps=5), str(tmp_path))
+  state, _, _ = _fake_state(tmp_path, config)
+  assert int(state.step) == 5 and int(state.first_bad_step) == -1
+
+
+def test_a_checkpoint_is_saved_before_its_evaluation(fake, tmp_path, monkeypatch):
+  """An evaluation that fails (here: scoring) leaves the trained state saved."""
+  def broken(self, predictions, ctx):
+    raise RuntimeError("evaluator crashed")
+  monkeypatch.setattr(fake.FakeTask, "score", broken)
+  config = fake.config(checkpoint_every_steps=100)  # evaluation after epoch 1 = step 3
+  with pytest.raises(RuntimeError, match="evaluator crashed"):
+    loop.train_and_evaluate(config, str(tmp_path))
+  assert _steps(tmp_path / "checkpoints") == [3]
+
+
+# ----------------------------------------------------------------------------------------
+# Divergence: warned once when the loss grows a hundredfold
+# ----------------------------------------------------------------------------------------
+
+
+def test_divergence_rule():
+  from jaxpose.train import guards
+  calm = guards.DivergenceMonitor()
+  noisy = 0.01 * (1 + 0.8 * np.sin(np.arange(200) * 1.7)) * np.exp(-np.arange(200) / 80)
+  assert all(calm.update(step, v) is None for step, v in enumerate(noisy))  # noise, decay
+  bumpy = guards.DivergenceMonitor()  # a loss that jumps 30x (schedule restart) is not flagged
+  assert all(bumpy.update(s, v) is None for s, v in enumerate([1.0, 0.5, 0.2, 6.0, 6.0, 0.3]))
+  monitor = guards.DivergenceMonitor()
+  losses = [2.0, 1.0, 0.5, 0.4, 3.0, 40.0, 900.0, 1e5, 1e9, float("nan"), 1e12]
+  messages = [monitor.update(step, loss) for step, loss in enumerate(losses)]
+  warned = [step for step, message in enumerate(messages) if message]
+  assert warned == [6]  # moving average 279 > 100 x its minimum 1.06 (step 3)
+  assert "diverging" in messages[6] and "264 times its minimum 1.06" in messages[6]
+
+
+def test_a_diverging_run_is_warned_about_once(fake, tmp_path, caplog):
+  config = fake.config()
+  config.optim.lr = 1e6  # Adam moves every weight by ~1e6 per step: loss ~1e12, finite
+  with caplog.at_level(logging.WARNING, logger="jaxpose.train.guards"):
+    loop.train_and_evaluate(config, str(tmp_path))
+  warnings = [r for r in caplog.records if "diverging" in r.getMessage()]
+  assert len(warnings) == 1, caplog.text
+  assert "train/warnings" in _event_tags(tmp_path / "tensorboard")
+
+
+# ----------------------------------------------------------------------------------------
+# Data workers end with their training process
+# ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow  # a real training process: ~40 s on a busy 2-core machine
+def test_data_workers_die_with_a_killed_training_process(data_dir, tmp_path):
+  """kill -9 of a training run with two grain workers leaves no process behind."""
+  import psutil
+  workdir = tmp_path / "run"
+  proc = subprocess.Popen(
+      [sys.executable, "launch.py", "--config=configs/quickstart.py:size=64x64,builder=tiny,"
+       "workers=2", f"--workdir={workdir}", f"--config.data.data_dir={data_dir}",
+       "--config.train.checkpoint_every_steps=1", "--config.train.global_batch_size=2",
+       "--config.train.async_checkpoints=False"],
+      cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.DEVNULL,
+      stderr=subprocess.PIPE, text=True)
+  children = []
+  try:
+    deadline = time.time() + 600
+    while not (workdir / "checkpoints" / "1").is_dir():  # workers have produced batches
+      assert proc.poll() is None, proc.stderr.read()[-3000:]
+      assert time.time() < deadline, "no checkpoint after 600 s"
+      time.sleep(0.5)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    workers = [c for c in children if "spawn_main" in " ".join(c.cmdline())]
+    assert len(workers) >= 2, [c.cmdline() for c in children]
+    proc.kill()  # SIGKILL: no clean-up code runs in the parent
+    proc.wait(timeout=10)
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, [(p.pid, p.cmdline()) for p in alive]
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+    for child in children:  # what this test started, by pid and start time (psutil)
+      if child.is_running():
+        child.kill()

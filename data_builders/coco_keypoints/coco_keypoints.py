@@ -15,14 +15,16 @@ Values are the files' own, stored losslessly (float64): pixel coordinates,
 ``[x, y, width, height]`` boxes, COCO visibility flags. Images are the original JPEG
 bytes; a missing or undecodable image is skipped with a warning naming the file.
 
-The module-level :func:`features` and :func:`generate_examples` are reused by the
-``synthetic_people`` builder, which writes COCO files of its own.
+The module-level :func:`features` and :func:`split_examples` are reused by the
+``synthetic_people`` builder, which writes COCO files of its own. With
+``--beam_pipeline_options`` (``tfds build``) the images are read by an Apache Beam
+pipeline (e.g. on a cluster) instead of a Python loop.
 """
 from __future__ import annotations
 
+import functools
 import os
 import pathlib
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -114,61 +116,75 @@ def _objects(record: coco_format.ImageRecord, num_keypoints: int) -> dict[str, n
   }
 
 
-def generate_examples(
-    annotation_file: str | os.PathLike,
-    image_dir: str | os.PathLike,
-    dataset: str = "coco_keypoints",
-    split: str = "",
-    num_keypoints: int = NUM_KEYPOINTS,
-) -> Iterator[tuple[int, dict[str, Any]]]:
-  """``(image id, example)`` for every image of a COCO person-keypoints file.
+def load_records(annotation_file: str | os.PathLike,
+                 num_keypoints: int = NUM_KEYPOINTS) -> list[coco_format.ImageRecord]:
+  """Every image of a COCO person-keypoints file with its people.
+
+  Raises:
+    coco_format.CocoFormatError: the file is malformed (names the file and the annotation
+      or image id); raised before any example is produced.
+  """
+  return coco_format.load_person_keypoints(annotation_file, num_keypoints)
+
+
+def make_example(record: coco_format.ImageRecord, image_dir: pathlib.Path,
+                 annotation_file: str, num_keypoints: int = NUM_KEYPOINTS,
+                 ) -> tuple[int, dict[str, Any]]:
+  """``(image id, example)`` of one image record.
+
+  Raises:
+    OSError: the image file is missing, undecodable or of another size than the
+      annotation says (the message names the file); the builders skip the image.
+  """
+  path = pathlib.Path(image_dir) / record.file_name
+  try:
+    data, (height, width) = _common.read_jpeg(path)
+  except OSError as e:
+    raise OSError(f"image id {record.id}: {e}") from e
+  if (height, width) != (record.height, record.width):
+    raise OSError(f"image id {record.id}: {path} is {width}x{height} but {annotation_file} "
+                  f"says {record.width}x{record.height}")
+  return record.id, {
+      "image": data,
+      "image/id": record.id,
+      "image/filename": record.file_name,
+      "image/height": height,
+      "image/width": width,
+      "objects": _objects(record, num_keypoints),
+  }
+
+
+def split_examples(
+    builder: _common.BeamWhenAsked, annotation_file: str | os.PathLike,
+    image_dir: str | os.PathLike, split: str, num_keypoints: int = NUM_KEYPOINTS,
+) -> Any:
+  """The examples of one split of a COCO folder, for ``builder._generate_examples``.
 
   Args:
+    builder: the calling builder (chooses Python loop or Beam).
     annotation_file: the ``person_keypoints_*.json`` file.
     image_dir: the folder holding the images named in it.
-    dataset, split: names used in warnings.
+    split: the TFDS split name (for messages).
     num_keypoints: ``K``.
 
   Returns:
-    An iterator over the examples; images whose file is missing, undecodable or of
-    another size than the annotation says are skipped with a warning naming the file.
+    An iterator of ``(image id, example)`` (or a Beam ``PTransform``); images whose file
+    is missing, undecodable or of another size than the annotation says are skipped with
+    a warning naming the file, and a split where every image fails raises
+    :class:`data_builders._common.NoExamplesError`.
 
   Raises:
-    coco_format.CocoFormatError: the annotation file is malformed (raised at once, before
-      any example is produced; names the file and the annotation or image id).
+    coco_format.CocoFormatError: the annotation file is malformed (raised at once).
   """
-  records = coco_format.load_person_keypoints(annotation_file, num_keypoints)
-  return _examples(records, pathlib.Path(image_dir), os.fspath(annotation_file),
-                   _common.SkipLog(dataset, split), num_keypoints)
+  records = load_records(annotation_file, num_keypoints)
+  make = functools.partial(make_example, image_dir=pathlib.Path(image_dir),
+                           annotation_file=os.fspath(annotation_file),
+                           num_keypoints=num_keypoints)
+  return builder.examples(records, make, split)
 
 
-def _examples(
-    records: list[coco_format.ImageRecord], root: pathlib.Path, annotation_file: str,
-    log: _common.SkipLog, num_keypoints: int,
-) -> Iterator[tuple[int, dict[str, Any]]]:
-  for record in records:
-    log.total += 1
-    try:
-      data, (height, width) = _common.read_jpeg(root / record.file_name)
-    except OSError as e:
-      log.skip(f"image id {record.id}: {e}")
-      continue
-    if (height, width) != (record.height, record.width):
-      log.skip(f"image id {record.id}: {root / record.file_name} is {width}x{height} "
-               f"but {annotation_file} says {record.width}x{record.height}")
-      continue
-    yield record.id, {
-        "image": data,
-        "image/id": record.id,
-        "image/filename": record.file_name,
-        "image/height": height,
-        "image/width": width,
-        "objects": _objects(record, num_keypoints),
-    }
-  log.summary()
-
-
-class CocoKeypoints(_common.ArrayRecordByDefault, tfds.core.GeneratorBasedBuilder):
+class CocoKeypoints(_common.ArrayRecordByDefault, _common.BeamWhenAsked,
+                    tfds.core.GeneratorBasedBuilder):
   """COCO 2017 person keypoints, one example per image, from a manual download."""
 
   # Metadata folder: this file's folder, however the package was imported.
@@ -198,5 +214,5 @@ class CocoKeypoints(_common.ArrayRecordByDefault, tfds.core.GeneratorBasedBuilde
     }
 
   def _generate_examples(self, annotation_file: pathlib.Path, image_dir: pathlib.Path,
-                         split: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    return generate_examples(annotation_file, image_dir, self.name, split)
+                         split: str) -> Any:
+    return split_examples(self, annotation_file, image_dir, split)

@@ -33,11 +33,11 @@ read with SciPy, which JAX already depends on.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
 import pathlib
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -233,61 +233,57 @@ def load_gt_valid(path: pathlib.Path, num_people: int) -> dict[str, np.ndarray]:
   }
 
 
-def generate_examples(
-    people: list[dict[str, Any]], image_dir: pathlib.Path,
-    gt: dict[str, np.ndarray] | None, split: str,
-) -> Iterator[tuple[str, dict[str, Any]]]:
-  """``(image name, example)`` per image, its people grouped in file order.
-
-  Args:
-    people: :func:`parse_annotations` of the split's JSON file.
-    image_dir: the ``images/`` folder.
-    gt: :func:`load_gt_valid` for these people, or ``None``.
-    split: split name for warnings.
-  """
+def group_by_image(people: list[dict[str, Any]]) -> list[tuple[str, list[int]]]:
+  """``(image name, row indices of its people)`` per image, in file order."""
   by_image: dict[str, list[int]] = {}
   for i, person in enumerate(people):
     by_image.setdefault(person["image"], []).append(i)
-  return _examples(people, by_image, image_dir, gt, _common.SkipLog("mpii", split))
+  return list(by_image.items())
 
 
-def _examples(
-    people: list[dict[str, Any]], by_image: dict[str, list[int]], image_dir: pathlib.Path,
-    gt: dict[str, np.ndarray] | None, log: _common.SkipLog,
-) -> Iterator[tuple[str, dict[str, Any]]]:
-  for name, rows in by_image.items():
-    log.total += 1
-    try:
-      data, (height, width) = _common.read_jpeg(image_dir / name)
-    except OSError as e:
-      log.skip(str(e))
-      continue
-    n = len(rows)
-    idx = np.array(rows, np.int64)
-    yield name, {
-        "image": data,
-        "image/filename": name,
-        "image/height": height,
-        "image/width": width,
-        "people": {
-            "index": idx,
-            "center": np.stack([people[i]["center"] for i in rows]),
-            "scale": np.array([people[i]["scale"] for i in rows], np.float64),
-            "joints": np.stack([people[i]["joints"] for i in rows]),
-            "joints_vis": np.stack([people[i]["joints_vis"] for i in rows]),
-            "has_eval_gt": np.full(n, gt is not None),
-            "eval_joints": (gt["joints"][idx] if gt is not None
-                            else np.zeros((n, NUM_JOINTS, 2), np.float64)),
-            "eval_joints_missing": (gt["missing"][idx] if gt is not None
-                                    else np.zeros((n, NUM_JOINTS), np.bool_)),
-            "head_box": (gt["head_box"][idx] if gt is not None
-                         else np.zeros((n, 4), np.float64)),
-        },
-    }
-  log.summary()
+def make_example(
+    item: tuple[str, list[int]], people: list[dict[str, Any]], image_dir: pathlib.Path,
+    gt: dict[str, np.ndarray] | None,
+) -> tuple[str, dict[str, Any]]:
+  """``(image name, example)`` of one image and its people.
+
+  Args:
+    item: ``(image name, rows)`` from :func:`group_by_image`.
+    people: :func:`parse_annotations` of the split's JSON file.
+    image_dir: the ``images/`` folder.
+    gt: :func:`load_gt_valid` for these people, or ``None``.
+
+  Raises:
+    OSError: the image is missing or undecodable (the builder skips it).
+  """
+  name, rows = item
+  data, (height, width) = _common.read_jpeg(image_dir / name)
+  n = len(rows)
+  idx = np.array(rows, np.int64)
+  return name, {
+      "image": data,
+      "image/filename": name,
+      "image/height": height,
+      "image/width": width,
+      "people": {
+          "index": idx,
+          "center": np.stack([people[i]["center"] for i in rows]),
+          "scale": np.array([people[i]["scale"] for i in rows], np.float64),
+          "joints": np.stack([people[i]["joints"] for i in rows]),
+          "joints_vis": np.stack([people[i]["joints_vis"] for i in rows]),
+          "has_eval_gt": np.full(n, gt is not None),
+          "eval_joints": (gt["joints"][idx] if gt is not None
+                          else np.zeros((n, NUM_JOINTS, 2), np.float64)),
+          "eval_joints_missing": (gt["missing"][idx] if gt is not None
+                                  else np.zeros((n, NUM_JOINTS), np.bool_)),
+          "head_box": (gt["head_box"][idx] if gt is not None
+                       else np.zeros((n, 4), np.float64)),
+      },
+  }
 
 
-class Mpii(_common.ArrayRecordByDefault, tfds.core.GeneratorBasedBuilder):
+class Mpii(_common.ArrayRecordByDefault, _common.BeamWhenAsked,
+           tfds.core.GeneratorBasedBuilder):
   """MPII Human Pose single-person (HRNet/MSPN JSON), one example per image."""
 
   # Metadata folder: this file's folder, however the package was imported.
@@ -324,5 +320,8 @@ class Mpii(_common.ArrayRecordByDefault, tfds.core.GeneratorBasedBuilder):
 
   def _generate_examples(self, people: list[dict[str, Any]], image_dir: pathlib.Path,
                          gt: dict[str, np.ndarray] | None,
-                         split: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    return generate_examples(people, image_dir, gt, split)
+                         split: str) -> Any:
+    """Examples per image (people grouped in file order); unreadable images are skipped
+    with a warning, a split where every image fails raises ``NoExamplesError``."""
+    make = functools.partial(make_example, people=people, image_dir=image_dir, gt=gt)
+    return self.examples(group_by_image(people), make, split)

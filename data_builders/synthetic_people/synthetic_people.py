@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
-from collections.abc import Iterator
 from typing import Any
 
 import tensorflow_datasets as tfds
@@ -64,7 +63,8 @@ class SyntheticPeopleConfig(tfds.core.BuilderConfig):
             "person_height": tuple(self.person_height)}
 
 
-class SyntheticPeople(_common.ArrayRecordByDefault, tfds.core.GeneratorBasedBuilder):
+class SyntheticPeople(_common.ArrayRecordByDefault, _common.BeamWhenAsked,
+                      tfds.core.GeneratorBasedBuilder):
   """Synthetic COCO-format person keypoints, generated on the fly (no download)."""
 
   # Metadata folder: this file's folder, however the package was imported.
@@ -117,8 +117,7 @@ class SyntheticPeople(_common.ArrayRecordByDefault, tfds.core.GeneratorBasedBuil
         for tfds_split, split in SPLITS.items()
     }
 
-  def _generate_examples(self, out_dir: pathlib.Path, split: str,
-                         tfds_split: str) -> Iterator[tuple[int, dict[str, Any]]]:
-    return coco_keypoints.generate_examples(
-        synthetic.annotation_path(out_dir, split), synthetic.image_dir(out_dir, split),
-        self.name, tfds_split)
+  def _generate_examples(self, out_dir: pathlib.Path, split: str, tfds_split: str) -> Any:
+    return coco_keypoints.split_examples(
+        self, synthetic.annotation_path(out_dir, split), synthetic.image_dir(out_dir, split),
+        tfds_split)

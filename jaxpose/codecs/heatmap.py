@@ -219,3 +219,44 @@ def flip_test_average_jax(output: jax.Array,
   if shift_heatmap:
     back = jnp.concatenate([back[:, :, :1], back[:, :, :-1]], axis=2)
   return (output + back) * 0.5
+
+
+def get_final_preds_jax(heatmaps: jax.Array, center: jax.Array, scale: jax.Array,
+                        post_process: bool = True) -> tuple[jax.Array, jax.Array]:
+  """``get_final_preds`` in jnp (traceable: exported inference graphs decode on device).
+
+  Args:
+    heatmaps: ``[N, H, W, K]`` heatmaps.
+    center: ``[N, 2]`` crop centres (x, y) in image pixels.
+    scale: ``[N, 2]`` crop sizes / 200.
+    post_process: static flag, the quarter-pixel refinement.
+
+  Returns:
+    ``preds`` float32 ``[N, K, 2]`` image pixels and ``maxvals`` ``[N, K, 1]``, equal to
+    ``get_final_preds`` of the same values (up to float32 rounding of the back-projection).
+  """
+  if heatmaps.ndim != 4:
+    raise ValueError(f"heatmaps must be [N, H, W, K] (channels-last), got shape {heatmaps.shape}")
+  n, h, w, k = heatmaps.shape
+  hm = heatmaps.astype(jnp.float32)
+  flat = jnp.transpose(hm, (0, 3, 1, 2)).reshape(n, k, h * w)
+  idx = jnp.argmax(flat, axis=2)
+  maxvals = jnp.take_along_axis(flat, idx[..., None], axis=2)
+  positive = (maxvals[..., 0] > 0).astype(jnp.float32)
+  x = (idx % w).astype(jnp.float32) * positive
+  y = (idx // w).astype(jnp.float32) * positive
+  if post_process and h > 2 and w > 2:
+    px = jnp.floor(x + 0.5).astype(jnp.int32)
+    py = jnp.floor(y + 0.5).astype(jnp.int32)
+    inside = (1 < px) & (px < w - 1) & (1 < py) & (py < h - 1)
+    cx, cy = jnp.clip(px, 1, w - 2), jnp.clip(py, 1, h - 2)
+    b, j = jnp.arange(n)[:, None], jnp.arange(k)[None, :]
+    dx = hm[b, cy, cx + 1, j] - hm[b, cy, cx - 1, j]
+    dy = hm[b, cy + 1, cx, j] - hm[b, cy - 1, cx, j]
+    x = x + jnp.where(inside, jnp.sign(dx) * 0.25, 0.0)
+    y = y + jnp.where(inside, jnp.sign(dy) * 0.25, 0.0)
+  center = jnp.asarray(center, jnp.float32)
+  s = jnp.asarray(scale, jnp.float32)[:, :1] * 200.0 / w  # [N, 1]: the box width sets both
+  img_x = x * s + center[:, :1] - s * w / 2
+  img_y = y * s + center[:, 1:] - s * h / 2
+  return jnp.stack([img_x, img_y], axis=-1), maxvals

@@ -17,7 +17,8 @@ Coordinate conventions (those of the original ``softmax_integral_tensor``):
   ``u = (x + 0.5) * patch_width``, ``v = (y + 0.5) * patch_height`` and depth
   ``z * patch_width`` (depth is measured in patch-width units, root-relative, so it is
   *not* shifted back by 0.5).
-* labels (``joint_location_label``) are the inverse map for targets:
+* labels (``joint_location_label``, a training target that lives in
+  ``jaxpose.data.targets`` and is re-exported here) are the inverse map:
   ``(u / patch_width - 0.5, v / patch_height - 0.5, depth / patch_width)``.
 """
 from __future__ import annotations
@@ -27,6 +28,8 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxpose.data.targets import joint_location_label  # noqa: F401  (re-export)
 
 Array = jax.Array
 
@@ -139,35 +142,3 @@ def joint_location_result(coords: Array, patch_width: float, patch_height: float
   z = c[..., 2] * patch_width
   out = jnp.stack([u, v, z, jnp.ones_like(u)], axis=-1)
   return out.astype(coords.dtype)
-
-
-def joint_location_label(joints: np.ndarray, patch_width: float,
-                         patch_height: float) -> np.ndarray:
-  """Normalises patch-pixel joints into integral regression targets (host side, numpy).
-
-  Equivalent of the original ``generate_joint_location_label`` (which also flattened the
-  result and the visibility; the visibility weights are unchanged by it and are not
-  taken here).
-
-  Args:
-    joints: ``[J, 3]`` ``(u, v, depth)`` in patch pixels; depth is root-relative in
-      patch-pixel units.
-    patch_width: patch width in pixels.
-    patch_height: patch height in pixels.
-
-  Returns:
-    ``[J, 3]`` ``(u / patch_width - 0.5, v / patch_height - 0.5, depth / patch_width)``,
-    the dtype of ``joints`` (float32 for integer input). The input is not modified.
-  """
-  joints = np.asarray(joints)
-  if joints.ndim != 2 or joints.shape[-1] != 3:
-    raise ValueError(f"joints must be [J, 3] (u, v, depth), got shape {joints.shape}")
-  dtype = joints.dtype if np.issubdtype(joints.dtype, np.floating) else np.float32
-  joints = joints.astype(dtype)
-  # Python floats keep float32 arithmetic in float32 (NumPy scalars would promote).
-  patch_width, patch_height = float(patch_width), float(patch_height)
-  return np.stack([
-      joints[:, 0] / patch_width - 0.5,
-      joints[:, 1] / patch_height - 0.5,
-      joints[:, 2] / patch_width,
-  ], axis=-1).astype(dtype)

@@ -1,21 +1,30 @@
 """Import the original PyTorch checkpoints into jaxpose (Orbax + ml-collections config).
 
-Command line::
+Command line (``python -m jaxpose.convert --help``)::
 
-    python -m jaxpose.convert pose_hrnet_w32_256x192.pth out/hrnet_w32
-    jaxpose-convert pretrained_h36m_cpn.bin out/videopose3d --key model_pos
+    jaxpose-convert pose_hrnet_w32_256x192.pth out/hrnet_w32 --cfg w32_256x192_adam_lr1e-3.yaml
+    jaxpose-convert pretrained_h36m_cpn.bin out/vp3d -- -arc 3,3,3,3,3
+    jaxpose-convert causal_81f.bin out/vp3d_causal -- -arc 3,3,3,3 --causal
+    jaxpose-convert challenge.pth out/integral --model-config depth_dim=72
 
 Python::
 
     from jaxpose import convert
     model, config, report = convert.convert_file("pose_hrnet_w32_256x192.pth")
+    model, config, report = convert.convert_file("causal.bin", original_args="-arc 3,3,3 --causal")
+    model, config, report = convert.convert_file("integral.pth", original_config="lr1e-3.yaml")
+    model, config, report = convert.convert_file("integral.pth", overrides={"depth_dim": 72})
     convert.convert_checkpoint("pose_hrnet_w32_256x192.pth", "out/hrnet_w32")
     model, config = convert.load_converted("out/hrnet_w32")
 
 Checkpoint files are read without PyTorch and without executing pickled code
-(``torch_pickle``). The family and every architecture hyper-parameter are inferred from
-tensor names and shapes; every tensor must be consumed and every variable filled, unless
-``allow_partial`` is given (ImageNet-pretrained backbones into pose models).
+(``torch_pickle``). The family and the architecture are read from tensor names and shapes;
+what the tensors cannot show (VideoPose3D/RIE ``causal``, integral's joints x depth split,
+...) comes from the configuration the user gives, as the original took it
+(``configuration``); anything still undetermined is assumed with a warning
+(``AssumptionWarning``, and ``report.config_report``), or, where the tensors allow several
+answers, refused with the candidates. Every tensor must be consumed and every variable
+filled, unless ``allow_partial`` is given (ImageNet-pretrained backbones into pose models).
 """
 from __future__ import annotations
 
@@ -31,22 +40,27 @@ from jaxpose import checkpoint
 from jaxpose import fileio
 from jaxpose import models
 from jaxpose.convert import core
+from jaxpose.convert import hg3d as hg3d_family
 from jaxpose.convert import hrnet as hrnet_family
-from jaxpose.convert import lifters as lifter_families
+from jaxpose.convert import integral as integral_family
 from jaxpose.convert import mspn as mspn_family
-from jaxpose.convert import resnet as resnet_families
+from jaxpose.convert import resnet as resnet_family
+from jaxpose.convert import resolve
+from jaxpose.convert import rie as rie_family
 from jaxpose.convert import torch_pickle
+from jaxpose.convert import videopose3d as videopose3d_family
+from jaxpose.convert.configuration import AssumptionWarning, ConfigReport
 from jaxpose.convert.core import Family, MappingReport, Rename
 from jaxpose.convert.torch_pickle import CheckpointError
 
 FAMILIES: dict[str, Family] = {
-    "pose_resnet": resnet_families.POSE_RESNET,
+    "pose_resnet": resnet_family.POSE_RESNET,
     "pose_hrnet": hrnet_family.POSE_HRNET,
-    "integral": resnet_families.INTEGRAL,
-    "hg3d": resnet_families.HG3D,
+    "integral": integral_family.INTEGRAL,
+    "hg3d": hg3d_family.HG3D,
     "mspn": mspn_family.MSPN,
-    "videopose3d": lifter_families.VIDEOPOSE3D,
-    "rie": lifter_families.RIE,
+    "videopose3d": videopose3d_family.VIDEOPOSE3D,
+    "rie": rie_family.RIE,
 }
 
 CHECKPOINT_SUBDIR = "checkpoint"
@@ -68,26 +82,48 @@ def load_state_dict(path: str | os.PathLike, *, key: str | None = None) -> core.
 
 
 def infer_model_config(state_dict: Mapping[str, np.ndarray], *, source: str = "checkpoint",
-                       family_name: str | None = None):
-  """The ``ModelConfig`` of the family whose keys and shapes match ``state_dict``."""
-  shapes = core.shape_table(state_dict)
-  candidates = [family(family_name)] if family_name else list(FAMILIES.values())
-  found = []
-  for fam in candidates:
-    config = fam.infer_config(shapes)
-    if config is not None:
-      found.append(config)
-  if not found:
-    first = ", ".join(list(shapes)[:4])
-    raise CheckpointError(
-        f"{source}: {len(shapes)} tensors (first: {first}) match no jaxpose model family "
-        f"({', '.join(sorted(FAMILIES)) if not family_name else family_name})")
-  if len(found) > 1:
-    raise CheckpointError(f"{source}: ambiguous, matches families {[c.name for c in found]}")
-  return found[0]
+                       family_name: str | None = None, **user_config):
+  """The ``ModelConfig`` of the family whose keys and shapes match ``state_dict``.
+
+  ``user_config``: ``original_config``, ``original_args``, ``overrides`` (see
+  ``resolve_model_config``).
+  """
+  return resolve_model_config(state_dict, source=source, family=family_name, **user_config)[0]
+
+
+def resolve_model_config(state_dict: Mapping[str, np.ndarray], *, family: str | None = None,
+                         original_config=None, original_args=None, overrides=None,
+                         saved_args=None, file_name: str | None = None,
+                         source: str = "checkpoint", allow_partial: bool = False
+                         ) -> tuple[Any, ConfigReport]:
+  """``(config, report)``: the model config and where each of its fields came from.
+
+  Args:
+    state_dict: PyTorch key -> numpy array (unwrapped).
+    family: the family name (default: detected from the tensor names).
+    original_config: the original experiment yaml (path), or the same keys as a mapping
+      (HRNet/SimpleBaseline ``MODEL.*``, integral ``network.*`` + ``dataset.name``, MSPN
+      ``MODEL.STAGE_NUM``..., the lifters' argparse names).
+    original_args: the original's command line, a string or a list (VideoPose3D/RIE
+      ``run.py``, pytorch-pose-hg-3d ``main.py``); left-out flags take its defaults.
+    overrides: ``{"depth_dim": 72}`` or ``["depth_dim=72", "name=integral"]``: jaxpose
+      config fields or the original's keys; they win over the other sources.
+    saved_args: ``(flat mapping, entry)`` of arguments saved in the checkpoint.
+    file_name: the checkpoint's file name (evidence for RIE's stage).
+    source: name for messages.
+    allow_partial: see ``convert_state_dict``.
+  """
+  config, report = resolve.resolve_model_config(
+      state_dict, FAMILIES, family=family, original_config=original_config,
+      original_args=original_args, overrides=overrides, saved_args=saved_args,
+      file_name=file_name, source=source, allow_partial=allow_partial)
+  report.warn()  # one AssumptionWarning per assumed field
+  return config, report
 
 
 def convert_state_dict(state_dict: Mapping[str, np.ndarray], config=None, *,
+                       family: str | None = None, original_config=None, original_args=None,
+                       overrides=None, saved_args=None, file_name: str | None = None,
                        source: str = "state dict", allow_partial: bool = False,
                        select: Callable[[str], bool] | None = None, seed: int = 0,
                        ) -> tuple[nnx.Module, Any, MappingReport]:
@@ -95,7 +131,11 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], config=None, *,
 
   Args:
     state_dict: PyTorch key -> numpy array (already unwrapped).
-    config: the target ``ModelConfig`` (or config dict); inferred from the tensors if None.
+    config: the complete target ``ModelConfig`` (or config dict with a ``name``); when
+      None it is resolved from the tensors and the user's configuration
+      (``family``, ``original_config``, ``original_args``, ``overrides``, ``saved_args``,
+      ``file_name``: see ``resolve_model_config``). Assumptions are warned about
+      (``AssumptionWarning``).
     source: name for error messages.
     allow_partial: keep variables the checkpoint lacks at their fresh initialisation and
       ignore tensors the model has no place for (ImageNet-pretrained backbones). Shape
@@ -104,16 +144,30 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], config=None, *,
     seed: initialisation seed for the variables not loaded (partial loading).
 
   Returns:
-    ``(model, config, report)``.
+    ``(model, config, report)``; ``report.config_report`` says where each config field
+    came from.
 
   Raises:
-    CheckpointError: listing every missing, unexpected and mis-shaped name.
+    CheckpointError: listing every missing, unexpected and mis-shaped name, or naming the
+      configuration problem.
   """
-  config = (models.model_config(config) if config is not None
-            else infer_model_config(state_dict, source=source))
-  fam = family(config.name)
+  if config is not None:
+    if any(v is not None for v in (family, original_config, original_args, overrides)):
+      raise ValueError("pass either a complete config or the original configuration "
+                       "(family / original_config / original_args / overrides), not both")
+    config = models.model_config(config)
+    config_report = resolve.given_everything(config)
+  else:
+    config, config_report = resolve_model_config(
+        state_dict, family=family, original_config=original_config,
+        original_args=original_args, overrides=overrides, saved_args=saved_args,
+        file_name=file_name, source=source, allow_partial=allow_partial)
+  fam = FAMILIES[config.name]
   target = models.abstract_model(config)
   report = core.map_state_dict(target, state_dict, fam.renames(config), select=select)
+  report.config_report = config_report
+  if report.missing:
+    report.torch_names = core.torch_names(target, fam.export_renames(config))
   if report.mismatched or (not allow_partial and not report.ok):
     raise CheckpointError(
         f"{source}: does not fit {config.name} ({len(report.assigned)} tensors placed):\n"
@@ -134,12 +188,28 @@ def jax_zeros_like(state):
 
 
 def convert_file(path: str | os.PathLike, config=None, *, key: str | None = None,
-                 allow_partial: bool = False, select: Callable[[str], bool] | None = None,
-                 seed: int = 0) -> tuple[nnx.Module, Any, MappingReport]:
-  """``convert_state_dict`` on the state dict inside a checkpoint file."""
+                 family: str | None = None, original_config=None, original_args=None,
+                 overrides=None, allow_partial: bool = False,
+                 select: Callable[[str], bool] | None = None, seed: int = 0
+                 ) -> tuple[nnx.Module, Any, MappingReport]:
+  """``convert_state_dict`` on the state dict inside a checkpoint file.
+
+  Arguments saved in the checkpoint and its file name serve as evidence for what the
+  tensors cannot show, after what the caller gives.
+  """
   unwrapped = load_state_dict(path, key=key)
-  return convert_state_dict(unwrapped.state_dict, config, source=os.fspath(path),
-                            allow_partial=allow_partial, select=select, seed=seed)
+  return _convert_unwrapped(unwrapped, path, config, family=family,
+                            original_config=original_config, original_args=original_args,
+                            overrides=overrides, allow_partial=allow_partial, select=select,
+                            seed=seed)
+
+
+def _convert_unwrapped(unwrapped: core.Unwrapped, path, config, **kwargs):
+  saved = (unwrapped.args, unwrapped.args_key) if unwrapped.args else None
+  return convert_state_dict(
+      unwrapped.state_dict, config, source=os.fspath(path),
+      saved_args=saved if config is None else None,
+      file_name=os.path.basename(os.fspath(path)) if config is None else None, **kwargs)
 
 
 def export_state_dict(model: nnx.Module, config) -> dict[str, np.ndarray]:
@@ -159,21 +229,26 @@ def pretrained_layers_filter(layers: Sequence[str]) -> Callable[[str], bool]:
 
 
 def convert_checkpoint(input_path: str | os.PathLike, output_dir: str | os.PathLike, *,
-                       config=None, key: str | None = None, allow_partial: bool = False,
-                       select: Callable[[str], bool] | None = None) -> Any:
+                       config=None, key: str | None = None, family: str | None = None,
+                       original_config=None, original_args=None, overrides=None,
+                       allow_partial: bool = False, select: Callable[[str], bool] | None = None
+                       ) -> Any:
   """Converts a PyTorch checkpoint file into an Orbax checkpoint + model config.
 
   Writes ``output_dir/checkpoint`` (Orbax: ``{"params", "batch_stats"}``),
   ``output_dir/model_config.json`` (ml-collections config, ``build_model`` input) and
-  ``output_dir/conversion.json`` (source file, wrapper, counts, anything left out).
+  ``output_dir/conversion.json`` (source file, wrapper, counts, anything left out, and
+  ``configuration``: what was given, inferred and assumed). The configuration arguments
+  are those of ``convert_file``.
 
   Returns:
     The model config.
   """
   unwrapped = load_state_dict(input_path, key=key)
-  model, config, report = convert_state_dict(
-      unwrapped.state_dict, config, source=os.fspath(input_path),
-      allow_partial=allow_partial, select=select)
+  model, config, report = _convert_unwrapped(
+      unwrapped, input_path, config, family=family, original_config=original_config,
+      original_args=original_args, overrides=overrides, allow_partial=allow_partial,
+      select=select)
   output_dir = os.path.abspath(os.fspath(output_dir))
   ckpt_dir = os.path.join(output_dir, CHECKPOINT_SUBDIR)
   if os.path.exists(ckpt_dir):
@@ -187,9 +262,13 @@ def convert_checkpoint(input_path: str | os.PathLike, output_dir: str | os.PathL
       "wrapper_key": unwrapped.wrapper_key,
       "stripped_prefix": unwrapped.prefix,
       "checkpoint_extra": unwrapped.extra,
+      "checkpoint_args": unwrapped.args_key,
+      "configuration": report.config_report.to_json(),
       "tensors_loaded": len(report.assigned),
       "skipped": report.skipped,
       "missing": report.missing,
+      "missing_torch_keys": {p: report.torch_names[p] for p in report.missing
+                             if p in report.torch_names},
       "unexpected": report.unexpected,
   }, indent=1, default=str)
   return config
@@ -221,7 +300,8 @@ def load_converted(output_dir: str | os.PathLike, *, dtype: str | None = None
 
 
 __all__ = [
-    "FAMILIES", "CheckpointError", "Family", "MappingReport", "Rename", "convert_checkpoint",
-    "convert_file", "convert_state_dict", "export_state_dict", "family", "infer_model_config", "load_converted",
-    "load_model_config", "load_state_dict", "pretrained_layers_filter",
+    "FAMILIES", "AssumptionWarning", "CheckpointError", "ConfigReport", "Family",
+    "MappingReport", "Rename", "convert_checkpoint", "convert_file", "convert_state_dict",
+    "export_state_dict", "family", "infer_model_config", "load_converted", "load_model_config",
+    "load_state_dict", "pretrained_layers_filter", "resolve_model_config",
 ]

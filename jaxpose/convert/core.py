@@ -19,6 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxpose.convert import configuration
+from jaxpose.convert.configuration import ConfigReport, OriginalArg
 from jaxpose.convert.torch_pickle import CheckpointError
 
 StateDict = dict[str, np.ndarray]
@@ -70,6 +72,8 @@ class Unwrapped:
   wrapper_key: str | None
   prefix: str
   extra: dict[str, Any]
+  args: dict[str, Any] | None = None  # the run's saved arguments (flat), if the file has them
+  args_key: str | None = None  # the top-level entry holding them
 
 
 def unwrap_state_dict(obj: Any, *, key: str | None = None, source: str = "checkpoint") -> Unwrapped:
@@ -113,7 +117,9 @@ def unwrap_state_dict(obj: Any, *, key: str | None = None, source: str = "checkp
   while tensors and all(k.startswith("module.") for k in tensors):
     tensors = {k[len("module."):]: v for k, v in tensors.items()}
     prefix += "module."
-  return Unwrapped(tensors, wrapper, prefix, extra)
+  saved = configuration.checkpoint_args(obj) if wrapper is not None else None
+  args, args_key = saved if saved else (None, None)
+  return Unwrapped(tensors, wrapper, prefix, extra, args, args_key)
 
 
 def layer_modules(model: nnx.Module) -> dict[str, nnx.Module]:
@@ -143,22 +149,53 @@ class MappingReport:
   mismatched: list[str] = dataclasses.field(default_factory=list)  # "key: got X, expected Y"
   missing: list[str] = dataclasses.field(default_factory=list)  # jax paths not filled
   skipped: list[str] = dataclasses.field(default_factory=list)  # num_batches_tracked, filtered
+  torch_names: dict[str, str] = dataclasses.field(default_factory=dict)  # jax path -> torch key
+  config_report: ConfigReport | None = None  # where the model config came from
 
   @property
   def ok(self) -> bool:
     return not (self.unexpected or self.mismatched or self.missing)
 
+  def missing_names(self) -> list[str]:
+    """``missing`` with the original's key: ``final_layer/kernel (final_layer.weight)``."""
+    return [f"{p} ({self.torch_names[p]})" if p in self.torch_names else p
+            for p in self.missing]
+
   def problems(self, limit: int | None = None) -> str:
     lines = []
-    for title, items in (("missing (model variables not in the checkpoint)", self.missing),
+    for title, items in (("missing (model variables not in the checkpoint)",
+                          self.missing_names()),
                          ("unexpected (checkpoint tensors with no place in the model)",
                           self.unexpected),
                          ("mis-shaped", self.mismatched)):
       if items:
-        shown = items if limit is None else items[:limit]
-        more = "" if len(shown) == len(items) else f"\n    ... and {len(items) - len(shown)} more"
-        lines.append(f"  {len(items)} {title}:\n    " + "\n    ".join(shown) + more)
+        lines.append(f"  {len(items)} {title}:\n    " + "\n    ".join(shorten(items, limit)))
     return "\n".join(lines)
+
+  def partial_summary(self, limit: int = 10) -> list[str]:
+    """Lines for a partial load: what kept its initial value, what was ignored or skipped."""
+    return partial_lines(len(self.assigned), self.missing_names(), self.unexpected,
+                         self.skipped, limit)
+
+
+def partial_lines(loaded: int, missing: Sequence[str], unexpected: Sequence[str],
+                  skipped: Sequence[str], limit: int | None = 10) -> list[str]:
+  """Counts and (the first ``limit``) names of a partial load's categories."""
+  lines = [f"{loaded} variables loaded from the checkpoint"]
+  filtered = [k for k in skipped if k.rpartition(".")[2] not in SKIPPED_LEAVES]
+  for title, items in (("variables keep their initial value", missing),
+                       ("checkpoint tensors ignored (no place in the model)", unexpected),
+                       ("checkpoint tensors skipped by the layer filter", filtered)):
+    if items:
+      lines.append(f"{len(items)} {title}: " + ", ".join(shorten(items, limit)))
+  return lines
+
+
+def shorten(items: Sequence[str], limit: int | None) -> list[str]:
+  """The first ``limit`` items and ``... and N more``."""
+  if limit is None or len(items) <= limit:
+    return list(items)
+  return list(items[:limit]) + [f"... and {len(items) - limit} more"]
 
 
 def map_state_dict(model: nnx.Module, state_dict: Mapping[str, np.ndarray],
@@ -257,12 +294,71 @@ class Family:
     export_renames: config -> the inverse renames (jaxpose ``/`` paths to PyTorch paths),
       used by ``export_state_dict`` to write weights the original code loads.
     description: one line naming the original implementation.
+    key_pattern: regex matched at the start of a PyTorch key: the family's top-level
+      modules. Family detection picks the family whose pattern fits most keys, so a file
+      with a few missing or extra tensors still gets its family's exact differences.
+    required: the keys ``infer_config`` needs (named when a file lacks them).
+    hidden: config fields the tensors cannot show -> why (the warning when one is assumed).
+    from_original: the original's configuration (flat ``{dotted key or argparse dest:
+      value}``) -> ``{field: (value, key it came from)}``; None if the family has nothing
+      to translate. May give ``name`` to check the family.
+    original_keys: the original keys ``from_original`` reads (accepted by
+      ``--model-config``).
+    original_args: the original's command-line flags that shape the model.
+    program: the original's entry point, for messages (``VideoPose3D run.py``).
+    file_evidence: checkpoint file name -> ``{field: (value, evidence)}``.
+
+  ``infer_config(shapes, hints=None, report=None)``: ``hints`` maps fields to values the
+  user (or the checkpoint's own evidence) gave; the family uses those the tensors cannot
+  settle and records its inferences and assumptions in ``report`` (a ``ConfigReport``).
   """
   name: str
-  infer_config: Callable[[Mapping[str, tuple[int, ...]]], Any]
+  infer_config: Callable[..., Any]
   renames: Callable[[Any], Sequence[Rename]]
   export_renames: Callable[[Any], Sequence[Rename]]
   description: str = ""
+  key_pattern: str = ""
+  required: tuple[str, ...] = ()
+  hidden: Mapping[str, str] = dataclasses.field(default_factory=dict)
+  from_original: Callable[[Mapping[str, Any]], dict[str, tuple[Any, str]]] | None = None
+  original_keys: tuple[str, ...] = ()
+  original_args: tuple[OriginalArg, ...] = ()
+  program: str = ""
+  file_evidence: Callable[[str], dict[str, tuple[Any, str]]] | None = None
+
+  def fitting_keys(self, keys: Iterable[str]) -> list[str]:
+    """The keys whose top-level module is one of this family's."""
+    if not self.key_pattern:
+      return []
+    pattern = re.compile(self.key_pattern)
+    return [k for k in keys if pattern.match(k)]
+
+
+def torch_names(model: nnx.Module, export_renames: Sequence[Rename]) -> dict[str, str]:
+  """``{jax variable path: PyTorch key}`` of a model (zero-sized probes, no weights needed)."""
+  shapes = variable_paths(model)
+  out = {}
+  for module_path, module in layer_modules(model).items():
+    torch_path = _export_path(module_path, export_renames)
+    prefix = f"{module_path}/"
+    for path, shape in shapes.items():
+      if path.startswith(prefix) and "/" not in path[len(prefix):]:
+        probe = np.zeros((0,) * len(shape), np.float32)
+        try:
+          leaf, _ = type(module).jax_to_torch(path[len(prefix):], probe)
+        except (KeyError, ValueError):
+          continue
+        out[path] = f"{torch_path}.{leaf}"
+  return out
+
+
+def _export_path(module_path: str, export_renames: Sequence[Rename]) -> str:
+  for rename in export_renames:
+    match = re.fullmatch(rename.pattern, module_path)
+    if match is not None:
+      target = rename.target(match) if callable(rename.target) else match.expand(rename.target)
+      return target.replace("/", ".")
+  return module_path.replace("/", ".")
 
 
 def export_state_dict(model: nnx.Module, export_renames: Sequence[Rename]) -> dict[str, np.ndarray]:
@@ -275,15 +371,7 @@ def export_state_dict(model: nnx.Module, export_renames: Sequence[Rename]) -> di
   values = {"/".join(str(p) for p in path): var.get_value()
             for path, var in nnx.to_flat_state(nnx.state(model, nnx.Any(nnx.Param, nnx.BatchStat)))}
   for module_path, module in layer_modules(model).items():
-    torch_path = None
-    for rename in export_renames:
-      match = re.fullmatch(rename.pattern, module_path)
-      if match is not None:
-        torch_path = rename.target(match) if callable(rename.target) else match.expand(rename.target)
-        break
-    if torch_path is None:
-      torch_path = module_path
-    torch_path = torch_path.replace("/", ".")
+    torch_path = _export_path(module_path, export_renames)
     prefix = f"{module_path}/"
     for name, value in values.items():
       if name.startswith(prefix) and "/" not in name[len(prefix):]:

@@ -9,7 +9,10 @@ module tree uses the same names, so no renames are needed.
 Every hyper-parameter is read off the tensors: the number of stages (``stage<k>`` prefixes),
 per stage the module count, the branch count, the block type (Bottlenecks have ``conv3``), the
 blocks per branch and the planes per branch (``conv1`` output channels), plus the joints and
-kernel of ``final_layer`` and the image channels of ``conv1``.
+kernel of ``final_layer`` and the image channels of ``conv1``. The original experiment yaml
+(``--cfg experiments/coco/hrnet/w32_256x192_adam_lr1e-3.yaml``: ``MODEL.NAME``,
+``MODEL.NUM_JOINTS``, ``MODEL.EXTRA.FINAL_CONV_KERNEL`` and ``STAGE2..4``) is checked
+against them, and gives the head's shape when ``final_layer.weight`` is missing.
 
 ImageNet classification HRNets (HRNet-Image-Classification ``hrnet_w32-36af842e.pth``, ...)
 share the trunk names but add ``incre_modules``, ``downsamp_modules``, a ``final_layer``
@@ -31,7 +34,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import Any
 
+from jaxpose.convert.configuration import ConfigReport, subtree
 from jaxpose.convert.core import CheckpointError, Family, count_indices
 from jaxpose.models import hrnet
 
@@ -93,16 +98,25 @@ def _infer_stem(shapes: Shapes) -> dict[str, int]:
           "layer1_planes": shapes["layer1.0.conv1.weight"][0]}
 
 
-def infer_pose_hrnet(shapes: Shapes) -> hrnet.PoseHRNetConfig | None:
+TRUNK_REQUIRED = ("conv1.weight", "conv2.weight", "layer1.0.conv1.weight",
+                  "stage2.0.branches.0.0.conv1.weight")
+
+
+def infer_pose_hrnet(shapes: Shapes, hints: Mapping[str, Any] | None = None,
+                     report: ConfigReport | None = None) -> hrnet.PoseHRNetConfig | None:
   """The ``PoseHRNetConfig`` of a ``PoseHighResolutionNet`` state dict, or None if not one.
+
+  A file without ``final_layer.weight`` (a damaged file, or another head on an HRNet
+  trunk) gives None, unless ``hints`` give ``num_joints`` (and ``final_conv_kernel``,
+  else assumed 1): then the head's shape comes from the hints and the mapping reports the
+  missing tensors by name.
 
   Raises:
     CheckpointError: an ImageNet classification HRNet (with instructions for partial
       loading), or an HRNet state dict whose tensors are inconsistent.
   """
-  required = ("conv1.weight", "conv2.weight", "layer1.0.conv1.weight",
-              "stage2.0.branches.0.0.conv1.weight")
-  if not all(k in shapes for k in required):
+  hints = hints or {}
+  if not all(k in shapes for k in TRUNK_REQUIRED):
     return None
   heads = sorted({k.split(".", 1)[0] for k in shapes} & set(CLASSIFICATION_MODULES))
   if heads:
@@ -127,15 +141,43 @@ def infer_pose_hrnet(shapes: Shapes) -> hrnet.PoseHRNetConfig | None:
         "highest-resolution one (this looks like an HRNet backbone or classification trunk); "
         f"to initialise pose_hrnet from it, {_PRETRAINED_HINT}")
   final = shapes.get("final_layer.weight")
-  if final is None or len(final) != 4:
+  if final is not None and len(final) == 4:
+    if final[2] != final[3]:
+      raise CheckpointError(f"final_layer.weight {final}: non-square kernel")
+    joints, kernel = final[0], final[2]
+  elif "num_joints" in hints:  # the head's shape as the user gave it
+    joints = hints["num_joints"]
+    kernel = hints.get("final_conv_kernel")
+    if kernel is None:
+      kernel = 1
+      if report is not None:
+        report.assume("final_conv_kernel", 1, "final_layer.weight is missing and "
+                      "MODEL.EXTRA.FINAL_CONV_KERNEL was not given; 1 as in every released yaml")
+  else:
     return None  # another head on an HRNet trunk (e.g. HigherHRNet's final_layers)
-  if final[2] != final[3]:
-    raise CheckpointError(f"final_layer.weight {final}: non-square kernel")
   try:
-    return hrnet.PoseHRNetConfig(stages=stages, num_joints=final[0], final_conv_kernel=final[2],
+    return hrnet.PoseHRNetConfig(stages=stages, num_joints=joints, final_conv_kernel=kernel,
                                  in_channels=shapes["conv1.weight"][1], **stem)
   except ValueError as e:
     raise CheckpointError(f"inconsistent pose_hrnet state dict: {e}") from e
+
+
+def _hrnet_from_yaml(flat: Mapping[str, Any]) -> dict[str, tuple[Any, str]]:
+  """``MODEL.*`` of an ``experiments/*/hrnet/*.yaml`` -> ``PoseHRNetConfig`` fields."""
+  out: dict[str, tuple[Any, str]] = {}
+  for key, field in (("MODEL.NAME", "name"), ("MODEL.NUM_JOINTS", "num_joints"),
+                     ("MODEL.EXTRA.FINAL_CONV_KERNEL", "final_conv_kernel")):
+    if key in flat:
+      out[field] = (flat[key], key)
+  stages = {k: subtree(flat, f"MODEL.EXTRA.STAGE{k}") for k in (2, 3, 4)}
+  present = [k for k, v in stages.items() if v]
+  if present and len(present) != 3:
+    raise ValueError(f"MODEL.EXTRA has STAGE{present} but pose_hrnet reads STAGE2, STAGE3 and "
+                     "STAGE4")
+  if present:
+    out["stages"] = (tuple(hrnet.HRNetStage.from_original(stages[k]) for k in (2, 3, 4)),
+                     "MODEL.EXTRA.STAGE2-4")
+  return out
 
 
 POSE_HRNET = Family(
@@ -144,4 +186,10 @@ POSE_HRNET = Family(
     renames=lambda config: (),
     export_renames=lambda config: (),
     description="HRNet, leoxiaobin/deep-high-resolution-net.pytorch lib/models/pose_hrnet.py",
+    key_pattern=r"(conv1|bn1|conv2|bn2|layer1|transition\d+|stage\d+\.\d+|final_layer)\.",
+    required=(*TRUNK_REQUIRED, "final_layer.weight"),
+    from_original=_hrnet_from_yaml,
+    original_keys=("MODEL.NAME", "MODEL.NUM_JOINTS", "MODEL.EXTRA.FINAL_CONV_KERNEL",
+                   "MODEL.EXTRA.STAGE2.", "MODEL.EXTRA.STAGE3.", "MODEL.EXTRA.STAGE4."),
+    program="deep-high-resolution-net.pytorch",
 )

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -49,8 +50,14 @@ def _require(shapes: Shapes, key: str) -> tuple[int, ...]:
   return tuple(shapes[key])
 
 
-def _infer_mspn(shapes: Shapes) -> mspn.MSPNConfig | None:
-  """MSPN config from a state dict's ``{key: shape}``; None if it is not an MSPN one."""
+def _infer_mspn(shapes: Shapes, hints: Mapping[str, Any] | None = None,
+                report=None) -> mspn.MSPNConfig | None:
+  """MSPN config from a state dict's ``{key: shape}``; None if it is not an MSPN one.
+
+  ``output_shape`` is not in the tensors: it stays None (taken from the input) unless
+  given (``OUTPUT_SHAPE``); the caller applies and reports it.
+  """
+  del hints, report
   if _STEM not in shapes or _DECODER not in shapes:
     return None
   num_stages = count_indices(shapes, r"stage(\d+)\.")
@@ -74,12 +81,34 @@ def _infer_mspn(shapes: Shapes) -> mspn.MSPNConfig | None:
   )
 
 
+# ``exps/mspn.*/config.py`` keys (the file is Python, never executed: pass its values as a
+# yaml/JSON with ``--cfg`` or as ``--model-config KEY=VALUE``) -> fields.
+MSPN_CONFIG_KEYS = {
+    "MODEL.STAGE_NUM": "num_stages",
+    "MODEL.UPSAMPLE_CHANNEL_NUM": "upsample_channels",
+    "DATASET.KEYPOINT.NUM": "num_joints",
+    "OUTPUT_SHAPE": "output_shape",
+}
+
+
+def _mspn_from_config(flat: Mapping[str, Any]) -> dict[str, tuple[Any, str]]:
+  return {field: (flat[key], key) for key, field in MSPN_CONFIG_KEYS.items() if key in flat}
+
+
 MSPN = Family(
     name="mspn",
     infer_config=_infer_mspn,
     renames=lambda config: (),
     export_renames=lambda config: (),
     description="MSPN, megvii-research/MSPN exps/mspn.*/network.py",
+    key_pattern=r"(top\.|stage\d+\.(downsample|upsample)\.)",
+    required=(_STEM, _DECODER),
+    hidden={"output_shape": "the heatmap size (OUTPUT_SHAPE) is not in the weights; None "
+                            "takes it from the input (input / 4), which is OUTPUT_SHAPE for the "
+                            "configs' INPUT_SHAPE"},
+    from_original=_mspn_from_config,
+    original_keys=tuple(MSPN_CONFIG_KEYS),
+    program="MSPN",
 )
 
 

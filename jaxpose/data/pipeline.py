@@ -4,13 +4,16 @@
   (``builder.as_data_source``) with the JPEG bytes left encoded; OpenCV decodes them in the
   grain workers.
 * ``instances`` builds (once, then caches next to the dataset) the per-person
-  ``InstanceTable`` of a split with the method's selection rules.
+  ``InstanceTable`` of a split with the method's selection rules and the dataset's
+  annotation reader (which the caller takes from ``jaxpose.datasets``).
 * ``train_iterator`` is a grain pipeline: global shuffle that changes every epoch,
   repeat, per-sample augmentation seeded by (seed, sample index), batching, optional
-  worker processes. Its state (``get_state``/``set_state``) is a small dict saved with
-  every checkpoint, so a resumed run sees exactly the samples it would have seen. On
+  worker processes (``prefetch_in_workers``: they end when the training process ends,
+  also when it is killed). Its state (``get_state``/``set_state``) is a small dict saved
+  with every checkpoint, so a resumed run sees exactly the samples it would have seen. On
   several hosts each host reads every ``process_count``-th sample of the global stream.
-* ``eval_batches`` yields un-augmented crops in order, the last batch padded and masked.
+* ``eval_batches`` yields un-augmented crops in order, the last batch padded and masked;
+  on several hosts each yields its contiguous part of every global batch.
 """
 from __future__ import annotations
 
@@ -18,6 +21,8 @@ import dataclasses
 import functools
 import logging
 import os
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -55,6 +60,12 @@ def _builder(name: str, data_dir: str, config: str | None):
   return builder
 
 
+def prepared_builder(ref: DatasetRef):
+  """The TFDS builder of ``ref``; raises ``FileNotFoundError`` (with the build command)
+  if the dataset is not prepared under ``ref.data_dir``."""
+  return _builder(ref.name, ref.data_dir, ref.config)
+
+
 @functools.lru_cache(maxsize=8)
 def open_source(ref: DatasetRef):
   """Random-access source of ``ref`` whose ``image`` entries are JPEG bytes."""
@@ -74,25 +85,26 @@ def _annotation_examples(source) -> Iterator[tuple[int, dict[str, Any]]]:
     yield index, source[index]
 
 
-def instances(ref: DatasetRef, spec: topdown.SampleSpec, num_keypoints: int
-              ) -> topdown.InstanceTable:
+def instances(ref: DatasetRef, spec: topdown.SampleSpec, num_keypoints: int, *,
+              read: topdown.PersonInstanceReader) -> topdown.InstanceTable:
   """Ground-truth person instances of a split (cached as ``.npz`` beside the data).
 
-  ``mpii`` examples use the MPII rules; every other dataset is COCO-format.
+  Args:
+    ref: the split.
+    spec: the method's sample spec (selection rules, aspect ratio, padding).
+    num_keypoints: ``K`` of the dataset's keypoint set.
+    read: the dataset's annotation reader (``jaxpose.datasets``:
+      ``Dataset.person_instances``).
   """
   key = f"{ref.split}_{spec.method}_{spec.aspect_ratio:.6f}_{spec.padding:g}"
   path = os.path.join(dataset_dir(ref), f"jaxpose_instances_v{INSTANCE_CACHE_VERSION}_{key}.npz")
   if os.path.exists(path):
     return topdown.InstanceTable.load(path)
   examples = _annotation_examples(open_source(ref))
-  if ref.name == "mpii":
-    table = topdown.mpii_instances(examples, spec.method, spec.padding)
-    logger.info("%s[%s]: %d person instances", ref.name, ref.split, len(table))
-  else:
-    table, skipped = topdown.ground_truth_instances(
-        examples, spec.method, num_keypoints, spec.aspect_ratio, spec.padding)
-    logger.info("%s[%s]: %d person instances (left out: %s)", ref.name, ref.split, len(table),
-                ", ".join(f"{k} {v}" for k, v in skipped.items()))
+  table, skipped = read(examples, spec.method, num_keypoints, spec.aspect_ratio, spec.padding)
+  left_out = ", ".join(f"{k} {v}" for k, v in skipped.items())
+  logger.info("%s[%s]: %d person instances%s", ref.name, ref.split, len(table),
+              f" (left out: {left_out})" if left_out else "")
   tmp = f"{path}.tmp.{os.getpid()}.npz"
   table.save(tmp)
   os.replace(tmp, path)
@@ -158,6 +170,39 @@ def _multiprocessing(num_workers: int) -> grain.MultiprocessingOptions:
   return grain.MultiprocessingOptions(num_workers=num_workers)
 
 
+class ExitWithParent:
+  """A grain ``worker_init_fn``: the worker ends itself when the process that started it
+  dies, even by ``kill -9`` (grain's workers would otherwise wait forever on a full queue,
+  a few hundred MB each).
+
+  A daemon thread in the worker compares ``os.getppid()`` with the parent's pid every
+  ``interval`` seconds (an orphan is re-parented). ``prctl(PR_SET_PDEATHSIG)`` would be
+  immediate, but it fires when the *thread* that started the worker ends, and grain starts
+  workers from short-lived threads.
+  """
+
+  def __init__(self, parent_pid: int, interval: float = 0.5):
+    self.parent_pid = parent_pid
+    self.interval = interval
+
+  def __call__(self, worker_index: int, worker_count: int) -> None:
+    del worker_index, worker_count
+    threading.Thread(target=self._watch, name="jaxpose-exit-with-parent", daemon=True).start()
+
+  def _watch(self) -> None:
+    while os.getppid() == self.parent_pid:
+      time.sleep(self.interval)
+    os._exit(1)  # no cleanup: the parent that would read our results is gone
+
+
+def prefetch_in_workers(ds: grain.IterDataset, num_workers: int) -> grain.IterDataset:
+  """``ds`` computed in ``num_workers`` grain worker processes (0: unchanged) that end
+  with this process (``ExitWithParent``)."""
+  if num_workers <= 0:
+    return ds
+  return ds.mp_prefetch(_multiprocessing(num_workers), worker_init_fn=ExitWithParent(os.getpid()))
+
+
 def train_iterator(ref: DatasetRef, table: topdown.InstanceTable, spec: topdown.SampleSpec, *,
                    batch_size: int, seed: int, num_workers: int = 0,
                    process_index: int = 0, process_count: int = 1) -> grain.DatasetIterator:
@@ -184,33 +229,54 @@ def train_iterator(ref: DatasetRef, table: topdown.InstanceTable, spec: topdown.
     ds = ds[process_index::process_count]
   ds = ds.batch(batch_size, drop_remainder=True)
   it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
-  if num_workers > 0:
-    it_ds = it_ds.mp_prefetch(_multiprocessing(num_workers))
-  return iter(it_ds)
+  return iter(prefetch_in_workers(it_ds, num_workers))
 
 
 def eval_batches(ref: DatasetRef, table: topdown.InstanceTable, spec: topdown.SampleSpec, *,
-                 batch_size: int, num_workers: int = 0) -> Iterator[dict[str, np.ndarray]]:
-  """Evaluation crops in table order; the last batch is padded, ``mask`` marks real rows."""
-  if len(table) == 0:
+                 batch_size: int, num_workers: int = 0, process_index: int = 0,
+                 process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
+  """This process's part of each evaluation batch, un-augmented crops in table order.
+
+  The global batch ``i`` holds table rows ``[i * batch_size, (i + 1) * batch_size)``; this
+  process gets the contiguous ``batch_size // process_count`` rows from
+  ``process_index * batch_size // process_count``, the layout
+  ``jax.make_array_from_process_local_data`` expects. Every process yields the same
+  number of batches, ``ceil(len(table) / batch_size)``: rows past the end of the table
+  repeat a real instance and have ``mask`` False. ``index`` (int64) is each row's
+  position in ``table``.
+  """
+  n = len(table)
+  if n == 0:
     return
-  ds = grain.MapDataset.source(InstanceSource(ref, table)).map(_EvalTransform(spec))
+  if batch_size % process_count:
+    raise ValueError(f"eval batch {batch_size} is not divisible by {process_count} processes")
+  local = batch_size // process_count
+  num_batches = -(-n // batch_size)
+  rows = (np.arange(num_batches)[:, None] * batch_size + process_index * local
+          + np.arange(local)[None, :]).reshape(-1)
+  mask = rows < n
+  last_real = np.maximum.accumulate(np.where(mask, rows, -1))  # pad with the last real row
+  rows = np.where(mask, rows, np.where(last_real >= 0, last_real, n - 1))
+  ds = grain.MapDataset.source(_Rows(InstanceSource(ref, table), rows)).map(_EvalTransform(spec))
   it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
-  if num_workers > 0:
-    it_ds = it_ds.mp_prefetch(_multiprocessing(num_workers))
-  pending: list[dict[str, np.ndarray]] = []
-  for sample in it_ds:
-    pending.append(sample)
-    if len(pending) == batch_size:
-      yield _stack(pending, batch_size)
-      pending = []
-  if pending:
-    yield _stack(pending, batch_size)
+  it_ds = prefetch_in_workers(it_ds, num_workers)
+  for i, batch in enumerate(it_ds.batch(local, drop_remainder=False)):
+    rows_i = rows[i * local:(i + 1) * local]
+    yield {**batch, "mask": mask[i * local:(i + 1) * local], "index": rows_i.astype(np.int64)}
 
 
-def _stack(samples: list[dict[str, np.ndarray]], batch_size: int) -> dict[str, np.ndarray]:
-  n = len(samples)
-  batch = {k: np.stack([np.asarray(s[k]) for s in samples + [samples[-1]] * (batch_size - n)])
-           for k in samples[0]}
-  batch["mask"] = np.arange(batch_size) < n
-  return batch
+class _Rows(grain.sources.RandomAccessDataSource):
+  """The rows ``rows`` of another random-access source, in that order."""
+
+  def __init__(self, source: grain.sources.RandomAccessDataSource, rows: np.ndarray):
+    self._source = source
+    self._rows = np.asarray(rows, np.int64)
+
+  def __len__(self) -> int:
+    return len(self._rows)
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    return self._source[int(self._rows[int(index)])]
+
+  def __repr__(self) -> str:
+    return f"_Rows({self._source!r}, {len(self._rows)} rows)"

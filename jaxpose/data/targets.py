@@ -1,8 +1,10 @@
-"""Training targets of the 2D heatmap methods, channels-last ``[H, W, K]``.
+"""Training targets of the 2D methods (heatmaps channels-last ``[H, W, K]``, coordinates).
 
 * ``gaussian_targets``: HRNet / SimpleBaseline (MSRA) targets, one unnormalised Gaussian
   of peak 1 per joint, pasted at an integer heatmap pixel, plus ``target_weight``.
   (``JointsDataset.generate_target`` of deep-high-resolution-net.pytorch.)
+* ``joint_location_label``: integral regression's coordinate targets (normalised
+  ``(x, y, depth)`` of patch-pixel joints).
 * ``mspn_targets``: MSPN's targets, one per training kernel: a single 1 at the
   (truncated) heatmap pixel of each joint, blurred with ``cv2.GaussianBlur`` and rescaled
   to peak 255 (``JointsDataset.generate_heatmap`` of megvii-research/MSPN, after the
@@ -248,3 +250,35 @@ def mspn_targets(joints: np.ndarray,
   labels = np.stack(
       [mspn_heatmaps(joints, valid, input_shape, output_shape, k) for k in kernels])
   return labels, valid
+
+
+def joint_location_label(joints: np.ndarray, patch_width: float,
+                         patch_height: float) -> np.ndarray:
+  """Normalises patch-pixel joints into integral regression targets (host side, numpy).
+
+  Equivalent of the original ``generate_joint_location_label`` (which also flattened the
+  result and the visibility; the visibility weights are unchanged by it and are not
+  taken here).
+
+  Args:
+    joints: ``[J, 3]`` ``(u, v, depth)`` in patch pixels; depth is root-relative in
+      patch-pixel units.
+    patch_width: patch width in pixels.
+    patch_height: patch height in pixels.
+
+  Returns:
+    ``[J, 3]`` ``(u / patch_width - 0.5, v / patch_height - 0.5, depth / patch_width)``,
+    the dtype of ``joints`` (float32 for integer input). The input is not modified.
+  """
+  joints = np.asarray(joints)
+  if joints.ndim != 2 or joints.shape[-1] != 3:
+    raise ValueError(f"joints must be [J, 3] (u, v, depth), got shape {joints.shape}")
+  dtype = joints.dtype if np.issubdtype(joints.dtype, np.floating) else np.float32
+  joints = joints.astype(dtype)
+  # Python floats keep float32 arithmetic in float32 (NumPy scalars would promote).
+  patch_width, patch_height = float(patch_width), float(patch_height)
+  return np.stack([
+      joints[:, 0] / patch_width - 0.5,
+      joints[:, 1] / patch_height - 0.5,
+      joints[:, 2] / patch_width,
+  ], axis=-1).astype(dtype)

@@ -20,13 +20,12 @@ normalises them on the device.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import cv2
 import numpy as np
 
-from jaxpose.codecs import integral as integral_codec
 from jaxpose.data import augment, targets, transforms
 
 METHODS = ("hrnet", "mspn")
@@ -210,6 +209,29 @@ def mpii_instances(examples: Iterable[tuple[int, Mapping[str, Any]]], method: st
   return InstanceTable.concatenate(rows, 16)
 
 
+def mpii_ground_truth_instances(examples: Iterable[tuple[int, Mapping[str, Any]]], method: str,
+                                num_keypoints: int, aspect_ratio: float, padding: float = 1.25,
+                                ) -> tuple[InstanceTable, dict[str, int]]:
+  """``mpii_instances`` with the signature of ``ground_truth_instances`` (a
+  ``PersonInstanceReader``); MPII keeps every annotated person, so nothing is skipped.
+
+  ``aspect_ratio`` is unused: MPII's boxes are its annotated centre and scale.
+  """
+  del aspect_ratio
+  if num_keypoints != 16:
+    raise ValueError(f"MPII annotations have 16 joints, the keypoint set has {num_keypoints}")
+  return mpii_instances(examples, method, padding), {}
+
+
+PersonInstanceReader = Callable[
+    [Iterable[tuple[int, Mapping[str, Any]]], str, int, float, float],
+    tuple[InstanceTable, dict[str, int]]]
+"""``(examples, method, num_keypoints, aspect_ratio, padding) -> (table, skipped counts)``:
+how a dataset's stored annotations become person instances (``ground_truth_instances``
+for COCO-format datasets, ``mpii_ground_truth_instances`` for MPII); named per dataset in
+``jaxpose.datasets``."""
+
+
 def detection_instances(detections: Mapping[int, Any], image_index: Mapping[int, tuple[int, int, int]],
                         num_keypoints: int, method: str, aspect_ratio: float,
                         image_thre: float = 0.0, padding: float = 1.25
@@ -365,7 +387,7 @@ def train_sample(spec: SampleSpec, instance: Mapping[str, np.ndarray], image: np
     vis = ((crop.joints_vis > 0) & inside).astype(np.float32)
     xyz = np.concatenate([joints_crop, np.zeros((len(joints_crop), 1), np.float32)], axis=1)
     return {"image": pixels,
-            "joints": integral_codec.joint_location_label(xyz, w, h).astype(np.float32),
+            "joints": targets.joint_location_label(xyz, w, h).astype(np.float32),
             "joints_vis": np.repeat(vis[:, None], 3, axis=1)}
   if spec.target_kind == "gaussian":
     weights = None if spec.joints_weight is None else np.asarray(spec.joints_weight, np.float32)[:, None]

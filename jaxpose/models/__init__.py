@@ -17,7 +17,7 @@ from typing import Any
 import ml_collections
 from flax import nnx
 
-from jaxpose.models import hg3d, hrnet, integral, lifters, mspn, resnet
+from jaxpose.models import hg3d, hrnet, integral, mspn, resnet, rie, videopose3d
 from jaxpose.models.base import ModelConfig
 
 MODELS: dict[str, type[nnx.Module]] = {
@@ -26,8 +26,8 @@ MODELS: dict[str, type[nnx.Module]] = {
     "integral": integral.IntegralPoseNet,
     "hg3d": hg3d.HG3DPoseNet,
     "mspn": mspn.MSPN,
-    "videopose3d": lifters.VideoPose3D,
-    "rie": lifters.RIEModel,
+    "videopose3d": videopose3d.VideoPose3D,
+    "rie": rie.RIEModel,
 }
 
 

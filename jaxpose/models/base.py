@@ -47,6 +47,11 @@ def _from_plain(tp: Any, value: Any) -> Any:
   return _freeze(value)
 
 
+def from_plain(tp: Any, value: Any) -> Any:
+  """``value`` (plain lists, dicts, scalars) rebuilt as type ``tp`` (tuples, dataclasses)."""
+  return _from_plain(tp, value)
+
+
 def from_mapping(cls: type, values: Mapping[str, Any]):
   """Builds dataclass ``cls`` from a mapping, rejecting unknown keys by name."""
   values = dict(values.to_dict() if isinstance(values, ml_collections.ConfigDict) else values)

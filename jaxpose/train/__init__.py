@@ -1,1 +1,3 @@
-"""Training and evaluation: optimizers, the sharded train step, the top-down loop."""
+"""Training and evaluation: one loop (``loop``) for every method, each method a task object
+(``tasks``: ``TASKS`` keyed by ``config.task``), optimizers, the sharded step, weights,
+multi-host helpers."""

@@ -1,7 +1,8 @@
 """Training state and the pure, sharded train step.
 
 The model is split once (``nnx.split``) into a static ``GraphDef`` and its variables; the
-train step is a pure function of ``TrainState`` and a batch, jitted with explicit
+train step is a pure function of ``TrainState`` and a batch (a pytree of arrays whose
+leading axis is the example axis), jitted with explicit
 shardings over a ``Mesh`` with a ``data`` axis: the batch is sharded along it, the state
 is replicated. BatchNorm statistics are means over the (sharded) batch axis, i.e. over the
 global batch, with no extra code. The same step runs unchanged on 1 device, N devices and
@@ -25,9 +26,11 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-Batch = dict[str, jax.Array]
+Batch = Any  # a pytree (usually a dict) of arrays, leading axis = examples
 Metrics = dict[str, jax.Array]
-LossFn = Callable[[dict[str, jax.Array], Batch], tuple[jax.Array, Metrics]]
+HParams = dict[str, jax.Array]
+LossFn = Callable[[nnx.Module, Batch, jax.Array, HParams], tuple[jax.Array, Metrics]]
+HParamsFn = Callable[[jax.Array], HParams]
 
 DATA_AXIS = "data"
 
@@ -96,31 +99,37 @@ def init_train_state(params, batch_stats, tx: optax.GradientTransformation, seed
 
 
 def make_train_step(train_def: nnx.GraphDef, loss_fn: LossFn, tx: optax.GradientTransformation,
-                    preprocess: Callable[[jax.Array], jax.Array] = lambda x: x,
+                    hparams_fn: HParamsFn | None = None,
                     ) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
   """The pure train step ``(state, batch) -> (state, metrics)``.
 
   Args:
     train_def: graph definition of the model in training mode.
-    loss_fn: ``(model outputs, batch) -> (scalar loss, metrics)``.
+    loss_fn: ``(model, batch, rng, hparams) -> (scalar loss, metrics)``; ``model`` is the
+      merged training-mode module (the loss calls it, e.g. ``model(x)`` or
+      ``model.single_frame(x)``; its BatchNorm statistics updates are kept), ``rng`` a
+      fresh key per step (dropout), ``hparams`` the step's hyper-parameters.
     tx: optax transformation.
-    preprocess: applied to ``batch["image"]`` on the device (e.g. uint8 -> normalised).
-
-  The model is called as ``model(x, rngs=nnx.Rngs(dropout=key))`` when it accepts
-  ``rngs`` (dropout), else ``model(x)``.
+    hparams_fn: ``step (int32 scalar, traced) -> {name: scalar}``: per-step
+      hyper-parameters computed inside the jitted step (no recompilation when they
+      change); None for none. They are returned in the metrics as ``hparams/<name>``.
   """
 
   def step_fn(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
     rng, step_key = jax.random.split(jax.random.wrap_key_data(state.rng))
+    hparams = dict(hparams_fn(state.step)) if hparams_fn is not None else {}
 
     def compute_loss(params):
       model = nnx.merge(train_def, params, state.batch_stats)
-      outputs = _call_model(model, preprocess(batch["image"]), step_key)
-      loss, metrics = loss_fn(outputs, batch)
+      loss, metrics = loss_fn(model, batch, step_key, hparams)
       return loss, (metrics, nnx.as_pure(nnx.state(model, nnx.BatchStat)))
 
     (loss, (metrics, batch_stats)), grads = jax.value_and_grad(compute_loss, has_aux=True)(
         state.params)
+    # The state keeps its dtypes (float32 statistics even when computed in float64), so
+    # the next step neither recompiles nor writes checkpoints of another layout.
+    batch_stats = jax.tree_util.tree_map(lambda new, old: new.astype(old.dtype), batch_stats,
+                                         state.batch_stats)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     grad_norm = optax.global_norm(grads)
@@ -136,13 +145,16 @@ def make_train_step(train_def: nnx.GraphDef, loss_fn: LossFn, tx: optax.Gradient
         first_bad_step=jnp.where(state.first_bad_step >= 0, state.first_bad_step,
                                  jnp.where(finite, -1, state.step)),
     )
-    metrics = {"loss": loss, **metrics, "grad_norm": grad_norm}
+    metrics = {"loss": loss, **metrics, "grad_norm": grad_norm,
+               **{f"hparams/{k}": v for k, v in hparams.items()}}
     return new_state, metrics
 
   return step_fn
 
 
-def _call_model(model: nnx.Module, inputs: jax.Array, key: jax.Array):
+def call_model(model: nnx.Module, inputs: jax.Array, key: jax.Array):
+  """``model(inputs, rngs=nnx.Rngs(dropout=key))`` when the model takes ``rngs``
+  (dropout), else ``model(inputs)``."""
   if "rngs" in inspect.signature(type(model).__call__).parameters:
     return model(inputs, rngs=nnx.Rngs(dropout=key))
   return model(inputs)
@@ -157,8 +169,30 @@ def jit_train_step(step_fn, mesh: Mesh, state_sharding=None):
                  donate_argnums=(0,))
 
 
-def global_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> Batch:
-  """Makes each host's local batch part of one global, data-sharded array per key."""
+def global_batch(batch: Batch, mesh: Mesh) -> Batch:
+  """Makes each host's local batch part of one global, data-sharded array per leaf.
+
+  ``batch`` is a pytree of numpy arrays (this process's rows); every leaf's leading axis
+  is split over the mesh's ``data`` axis, so its global size must divide by the number of
+  devices.
+  """
   sharding = batch_sharding(mesh)
-  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
-          for k, v in batch.items()}
+  return jax.tree_util.tree_map(
+      lambda v: jax.make_array_from_process_local_data(sharding, np.asarray(v)), batch)
+
+
+def host_local(array: jax.Array) -> np.ndarray:
+  """This process's rows of a global array sharded along its leading axis (numpy).
+
+  The inverse of ``global_batch`` for one leaf; with one process, the whole array.
+  """
+  if jax.process_count() == 1:
+    return np.asarray(array)
+  shards = sorted(array.addressable_shards, key=lambda s: s.index[0].start or 0)
+  seen, parts = set(), []
+  for shard in shards:  # replicas of one row block appear once
+    start = shard.index[0].start or 0
+    if start not in seen:
+      seen.add(start)
+      parts.append(np.asarray(shard.data))
+  return np.concatenate(parts)

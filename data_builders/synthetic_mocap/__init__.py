@@ -1,0 +1,1 @@
+"""Synthetic 3D motion builder (see synthetic_mocap.py)."""
