@@ -1,18 +1,20 @@
 r"""What bfloat16 inference costs in accuracy: conformance fixtures and a trained model's AP.
 
-    python -m benchmarks.bf16_accuracy --fixtures ../shared/reference
-    python -m benchmarks.bf16_accuracy --workdir /tmp/jaxpose_quickstart \
+    python -m benchmarks.bf16_accuracy --fixtures
+    python -m benchmarks.bf16_accuracy --checkpoint tests/data/quickstart_hrnet.pth \
         --config configs/quickstart.py
 
-``--fixtures``: every model fixture whose outputs are raw heatmaps or poses is converted
-(the fixture's ``synth.py`` writes the checkpoint; needs torch) and run through the
-inference path (``jaxpose.models.inference.prepare_for_inference``) in float32 and in
-bfloat16; the table shows the max |difference| to the original's float32 outputs, also
-relative to the output's max |value|, next to the fixture's float32-vs-float64 noise.
+``--fixtures``: every model fixture (``tests/reference`` and ``$JAXPOSE_REFERENCE_DIR``, as
+the conformance tests find them) whose outputs are raw heatmaps or poses is converted the
+way ``tests/test_reference.py`` converts it (needs torch) and run through the inference
+path (``jaxpose.models.inference.prepare_for_inference``) in float32 and in bfloat16; the
+table shows the max |difference| to the original's float32 outputs, also relative to the
+output's max |value|, next to the fixture's float32-vs-float64 noise.
 
-``--workdir``: the latest checkpoint of a training run is evaluated (the run's evaluation
-set, the config's flip test and decoding) through the inference path in float32 and
-bfloat16, printing both AP (or PCKh) tables.
+``--checkpoint``: a trained model (a training workdir, a converted directory or an original
+``.pth``: what ``--mode=eval`` takes) is evaluated with ``--mode=eval``'s code
+(``jaxpose.train.loop.evaluate``: the config's evaluation set, flip test and decoding, the
+inference path) with the compute dtype float32 and bfloat16, printing both metric tables.
 """
 from __future__ import annotations
 
@@ -25,11 +27,9 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
 from benchmarks import _timing
 from jaxpose import convert
-from jaxpose.fileio import read_json
 from jaxpose.models import inference
 
 IMAGE_FAMILIES = {"pose_resnet": "output", "pose_hrnet": "output", "mspn": "output",
@@ -37,13 +37,12 @@ IMAGE_FAMILIES = {"pose_resnet": "output", "pose_hrnet": "output", "mspn": "outp
 POSE_FAMILIES = {"videopose3d": "output", "rie": "output"}
 
 
-def fixture_rows(reference_dir: Path) -> list[dict]:
-  spec = importlib.util.spec_from_file_location("reference_synth", reference_dir / "synth.py")
-  synth = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(synth)
+def fixture_rows() -> list[dict]:
+  from tests import test_reference
+  from tests.conformance import fixtures, synth_weights
   rows = []
-  for path in sorted((reference_dir / "models").glob("*.json")):
-    manifest = read_json(path)
+  for test_id, path in fixtures.discover("models", fixtures.fixture_dirs()):
+    manifest = synth_weights.load_manifest(fixtures.require(path))
     family = manifest["family"]
     name = {**IMAGE_FAMILIES, **POSE_FAMILIES}.get(family)
     if name is None or name not in manifest["outputs"]:
@@ -54,10 +53,12 @@ def fixture_rows(reference_dir: Path) -> list[dict]:
     x = x.transpose(0, 2, 3, 1) if image else x
     want = arrays[name]
     with tempfile.TemporaryDirectory() as tmp:
-      ckpt = synth.write_checkpoint(manifest, Path(tmp) / "model.pth")
-      model, _ = convert.convert_file(ckpt)[:2]
+      ckpt = synth_weights.write_checkpoint(manifest, Path(tmp) / "model.pth")
+      user = test_reference.USER_CONFIG[family](manifest["official"]["config"], Path(tmp))
+      convert.convert_checkpoint(ckpt, Path(tmp) / "converted", **user)
+      model, _ = convert.load_converted(Path(tmp) / "converted")
     model.eval()
-    row = {"fixture": path.stem, "noise": manifest["fp32_vs_fp64_max_abs"][name],
+    row = {"fixture": test_id, "noise": manifest["fp32_vs_fp64_max_abs"][name],
            "absmax": float(np.max(np.abs(want)))}
     for dtype in ("float32", "bfloat16"):
       fast = inference.prepare_for_inference(model, x.shape, compute_dtype=dtype)
@@ -67,60 +68,44 @@ def fixture_rows(reference_dir: Path) -> list[dict]:
       row[dtype] = float(np.max(np.abs(got - want)))
       row[f"{dtype}_rel"] = row[dtype] / row["absmax"]
     rows.append(row)
-    print(f"  {path.stem}: fp32 {row['float32']:.2e}, bf16 {row['bfloat16']:.2e}", flush=True)
+    print(f"  {test_id}: fp32 {row['float32']:.2e}, bf16 {row['bfloat16']:.2e}", flush=True)
   return rows
 
 
-def evaluate_run(config, workdir: str) -> dict[str, dict[str, float]]:
-  """The run's latest checkpoint evaluated through the inference path, fp32 and bf16."""
-  from jaxpose import checkpoint as ckpt_lib
-  from jaxpose.train import loop, optim, state as state_lib, topdown as tasks
-  data = loop.setup_data(config)
-  mesh = state_lib.make_mesh()
-  task = tasks.make_task(config, data.keypoint_set["flip_pairs"])
-  model = loop.initial_model(config)
-  _, eval_def, params, batch_stats = state_lib.split_model(model)
-  tx, _ = optim.make_optimizer(config.optim, 1)
-  target = jax.device_put(state_lib.init_train_state(params, batch_stats, tx, 0),
-                          state_lib.replicated(mesh))
-  checkpointer = ckpt_lib.TrainCheckpointer(workdir, best_metric=config.eval.metric)
-  restored, _, _ = checkpointer.restore(target, None)
-  checkpointer.close()
-  trained = nnx.merge(eval_def, restored.params, restored.batch_stats)
-  h, w = config.data.input_size
+def evaluate_run(config, checkpoint: str) -> dict[str, dict[str, float]]:
+  """``checkpoint`` evaluated by ``loop.evaluate`` (``--mode=eval``), fp32 and bf16 compute."""
+  from jaxpose.train import loop
   results = {}
   for dtype in ("float32", "bfloat16"):
-    fast = inference.prepare_for_inference(trained, (1, h, w, 3), compute_dtype=dtype)
-    forward, state = inference.forward_fn(fast, output="heatmaps")
-    predict = jax.jit(lambda s, images: task.predict(
-        lambda x: {"heatmaps": forward(s, x)}, task.preprocess(images)))
-    step = lambda params, batch_stats, images: predict(state, images)
+    config.unlock()
+    config.train.dtype = dtype
     with tempfile.TemporaryDirectory() as tmp:
-      results[dtype] = loop.run_eval(config, data, step, None, None, mesh, task, tmp, 0)
+      results[dtype] = loop.evaluate(config, tmp, checkpoint=checkpoint)
     print(f"  {dtype}: {results[dtype]}", flush=True)
   return results
 
 
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--fixtures", type=Path, default=None,
-                      help="the conformance fixture folder (with models/ and synth.py)")
-  parser.add_argument("--workdir", default=None, help="a training run's workdir")
+  parser.add_argument("--fixtures", action="store_true",
+                      help="the conformance fixtures (tests/reference, $JAXPOSE_REFERENCE_DIR)")
+  parser.add_argument("--checkpoint", default=None,
+                      help="a trained model: training workdir, converted directory or .pth")
   parser.add_argument("--config", default="configs/quickstart.py",
                       help="the run's config file (with optional :arg)")
   args = parser.parse_args(argv)
   if args.fixtures:
-    rows = fixture_rows(args.fixtures)
+    rows = fixture_rows()
     print(f"\ninference path vs the original's float32 outputs, {_timing.device_description()}\n")
     _timing.print_table(rows, [
         ("fixture", "fixture", ""), ("absmax", "max abs output", ".3g"),
         ("noise", "fp32-vs-fp64 noise", ".2e"), ("float32", "fp32 max abs diff", ".2e"),
         ("bfloat16", "bf16 max abs diff", ".2e"), ("bfloat16_rel", "bf16 diff / max output", ".2e")])
-  if args.workdir:
+  if args.checkpoint:
     config = _load_config(args.config)
-    results = evaluate_run(config, os.path.expanduser(args.workdir))
+    results = evaluate_run(config, os.path.abspath(os.path.expanduser(args.checkpoint)))
     keys = list(results["float32"])
-    print(f"\n{args.config} checkpoint in {args.workdir}, inference path\n")
+    print(f"\n{args.config}, {args.checkpoint}, --mode=eval (inference path)\n")
     _timing.print_table([{"dtype": d, **r} for d, r in results.items()],
                         [("dtype", "compute", "")] + [(k, k, ".4f") for k in keys])
 

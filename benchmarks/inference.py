@@ -239,6 +239,9 @@ def main(argv=None) -> None:
   parser.add_argument("--no_peer", dest="peer", action="store_false",
                       help="skip the PyTorch peer")
   parser.add_argument("--device", default=None, help="JAX platform, e.g. gpu or cpu")
+  parser.add_argument("--peak_tflops", type=float, default=None,
+                      help="the device's peak TFLOP/s for the compute dtype: adds a model FLOPs "
+                      "utilisation column (e.g. 989 for an H100/H200 SXM in bfloat16)")
   parser.add_argument("--rounds", type=int, default=5)
   parser.add_argument("--per_block", type=int, default=2)
   args = parser.parse_args(argv)
@@ -260,6 +263,10 @@ def main(argv=None) -> None:
   if any("torch_items_s" in r for r in rows):
     columns += [("torch_items_s", "PyTorch fp32 items/s", ".2f"),
                 ("ratio", "ratio", ".2f"), ("peer_diff", "peer rel. diff", "")]
+  if args.peak_tflops:
+    for row in rows:
+      row["mfu"] = row["gflops_s"] / 1e3 / args.peak_tflops
+    columns.append(("mfu", f"MFU (of {args.peak_tflops:g} TFLOP/s)", ".1%"))
   _timing.print_table(rows, columns)
 
 

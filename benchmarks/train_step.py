@@ -202,6 +202,9 @@ def main(argv=None) -> None:
   parser.add_argument("--no_peer", dest="peer", action="store_false",
                       help="skip the PyTorch peer")
   parser.add_argument("--device", default=None, help="JAX platform, e.g. gpu or cpu")
+  parser.add_argument("--peak_tflops", type=float, default=None,
+                      help="the device's peak TFLOP/s for the compute dtype: adds a model FLOPs "
+                      "utilisation column (e.g. 989 for an H100/H200 SXM in bfloat16)")
   parser.add_argument("--rounds", type=int, default=3)
   parser.add_argument("--per_block", type=int, default=2)
   args = parser.parse_args(argv)
@@ -224,9 +227,14 @@ def main(argv=None) -> None:
   common = [("config", "config", ""), ("input", "input", ""), ("dtype", "compute", ""),
             ("batch", "global batch", "d"), ("compile_s", "compile (s)", ".1f"),
             ("ms", "ms / step", ".0f")]
+  mfu = []
+  if args.peak_tflops:
+    for row in rows:
+      row["mfu"] = row["gflops_s"] / 1e3 / args.peak_tflops
+    mfu = [("mfu", f"MFU (of {args.peak_tflops:g} TFLOP/s)", ".1%")]
   images = [r for r in rows if not r["lifter"]]
   if images:
-    columns = common + [("images_s", "images/s", ".2f"), ("gflops_s", "GFLOP/s", ".1f")]
+    columns = common + [("images_s", "images/s", ".2f"), ("gflops_s", "GFLOP/s", ".1f")] + mfu
     if any("ratio" in r for r in images):
       columns += [("torch_images_s", "PyTorch images/s", ".2f"), ("ratio", "ratio", ".2f"),
                   ("loss_diff", "loss diff", "")]
@@ -236,7 +244,7 @@ def main(argv=None) -> None:
     print("\nlifters (global batch in windows)\n" if images else "")
     _timing.print_table(windows, common + [("sequences_s", "sequences/s", ".1f"),
                                            ("frames_s", "frames/s", ".1f"),
-                                           ("gflops_s", "GFLOP/s", ".1f")])
+                                           ("gflops_s", "GFLOP/s", ".1f")] + mfu)
 
 
 if __name__ == "__main__":

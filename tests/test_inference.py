@@ -154,6 +154,40 @@ def test_prepare_inside_jit_folds_traced_parameters():
                              rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(want))))
 
 
+def test_micro_batched_takes_pytrees_of_inputs():
+  """Inputs as a dict (the lifting tasks' ``{"keypoints_2d": ...}``), batch 5 by 2."""
+  apply = lambda d: {"y": d["a"] * 2 + d["b"][:, :1]}
+  x = {"a": jnp.arange(10.0).reshape(5, 2), "b": jnp.arange(15.0).reshape(5, 3)}
+  got = jax.jit(inference.micro_batched(apply, 2))(x)
+  np.testing.assert_array_equal(np.asarray(got["y"]), np.asarray(apply(x)["y"]))
+
+
+def test_fast_call_folds_the_model_the_way_the_call_uses_it(monkeypatch):
+  """A task-like call (uint8 -> normalised input, flip test: two model calls) inside a
+  jitted step with traced parameters: every BatchNorm is folded, outputs equal the plain
+  call's in float64."""
+  config, shape = TINY["pose_hrnet"]
+  folds = []
+  fold = inference.fold_batch_norm
+  monkeypatch.setattr(inference, "fold_batch_norm",
+                      lambda conv, bn: folds.append(bn) or fold(conv, bn))
+
+  def call(model, images):
+    x = images.astype(jnp.float64) / 255.0
+    return (model(x)["heatmaps"] + model(x[:, :, ::-1])["heatmaps"][:, :, ::-1]) / 2
+
+  with jax.enable_x64(True):
+    model = _float64_model(config)
+    batch_norms = sum(isinstance(m, layers.BatchNorm) for _, m in nnx.iter_modules(model))
+    graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+    step = jax.jit(lambda p, b, x: inference.fast_call(nnx.merge(graphdef, p, b), call, 2)(x))
+    x = np.random.RandomState(0).randint(0, 255, (3, *shape[1:])).astype(np.uint8)
+    got = np.asarray(step(params, batch_stats, x))
+    want = np.asarray(call(model, jnp.asarray(x)))
+  assert len(folds) == batch_norms > 0
+  np.testing.assert_allclose(got, want, rtol=0, atol=1e-10 * np.max(np.abs(want)))
+
+
 def test_bfloat16_compute_dtype_keeps_float32_parameters_and_outputs():
   config, shape = TINY["pose_resnet"]
   model = models.build_model(config)

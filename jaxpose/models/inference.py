@@ -7,13 +7,20 @@ function differently. ``prepare_for_inference`` returns an eval-mode copy of a m
   scaled per output channel, bias ``beta + (b - mean) * gamma / sqrt(var + eps)``, computed
   in float64 and stored in the parameter dtype): exact up to float rounding.
 
+Where it is used (no switch: every inference entry point takes this path):
+``jaxpose.train.loop.make_predict_fns`` (the evaluation step of training and
+``--mode=eval``: folds the traced parameters inside the jitted step, micro-batched on a
+one-device mesh), ``jaxpose.inference.loading.load_model`` (``jaxpose predict``, the Python
+API and ``jaxpose export``, whose artifacts are the folded function; the predictor
+micro-batches its device calls).
+
 ``forward_fn`` turns a (prepared) model into a pure ``(state, inputs) -> outputs`` function
 for ``jax.jit`` that runs a large batch as a sequence of micro-batches (``jax.lax.map``)
 where that is faster: activations of a micro-batch stay in the CPU caches (large CPU
 batches are memory-bound: HRNet's high-resolution branches, VideoPose3D's 243-frame
-sequences). ``micro_batch_size`` holds the measured choice per platform. Both are what the evaluation step, ``predict`` and
-exported artifacts should call; nothing here changes a model's outputs beyond float
-rounding (``tests/test_inference.py`` runs the conformance fixtures through this path).
+sequences). ``micro_batch_size`` holds the measured choice per platform. Nothing here
+changes a model's outputs beyond float rounding (``tests/test_reference.py`` runs the
+conformance fixtures through this path and through each entry point).
 
 Usage (a fixed model: fold once, outside ``jax.jit``)::
 
@@ -22,13 +29,12 @@ Usage (a fixed model: fold once, outside ``jax.jit``)::
     heatmaps = jax.jit(forward)(state, images)
 
 Inside a jitted step whose parameters change between calls (the evaluation during
-training), the same call folds the traced parameters on every call (cheap next to a batch)::
+training), the same call folds the traced parameters on every call (cheap next to a batch);
+``call`` traces the model the way the task uses it::
 
     def step(params, batch_stats, images):
       model = nnx.merge(eval_def, params, batch_stats)
-      fast = inference.prepare_for_inference(model, (1, *images.shape[1:]))
-      apply = inference.micro_batched(fast, inference.micro_batch_size())
-      return task.predict(apply, task.preprocess(images))
+      return inference.fast_call(model, task.predict)(images)
 
 bfloat16 inference: ``prepare_for_inference(..., compute_dtype="bfloat16")``.
 """
@@ -51,20 +57,37 @@ Array = jax.Array
 ConvLayer = layers.Conv | layers.ConvTranspose | layers.Linear  # kernel [..., C_out]
 
 
-def conv_batch_norm_pairs(model: nnx.Module, input_shape: Sequence[int],
-                          input_dtype=jnp.float32) -> list[tuple[ConvLayer, layers.BatchNorm]]:
+def _example_inputs(example: Sequence[int] | Any, dtype) -> Any:
+  """A shape (of one model input) or a pytree of ``jax.ShapeDtypeStruct`` -> the latter."""
+  if isinstance(example, (tuple, list)) and all(isinstance(d, (int, np.integer)) for d in example):
+    return jax.ShapeDtypeStruct(tuple(int(d) for d in example), dtype)
+  return example
+
+
+def _call_model(model: nnx.Module, inputs: Any) -> Any:
+  return model(inputs)
+
+
+def conv_batch_norm_pairs(model: nnx.Module, input_shape: Sequence[int] | Any,
+                          input_dtype=jnp.float32,
+                          call: Callable[[nnx.Module, Any], Any] | None = None,
+                          ) -> list[tuple[ConvLayer, layers.BatchNorm]]:
   """The ``(conv, batch_norm)`` pairs of ``model`` (conv: a ``Conv``, ``ConvTranspose`` or
   ``Linear``) whose BatchNorm only ever normalises that layer's output, and whose output
   nothing else reads.
 
-  Found by tracing one call of the model on ``input_shape`` (``jax.make_jaxpr`` with the
-  layers' values tagged, ``layers.recording_calls``): a pair qualifies when every output of
-  every call of the conv has exactly one reader, the input of a call of the BatchNorm, and
-  every call of the BatchNorm reads such an output. The model must be in eval mode.
+  Found by tracing ``call(model, inputs)`` (default ``model(inputs)``) on inputs of
+  ``input_shape`` (a shape, of dtype ``input_dtype``, or a pytree of
+  ``jax.ShapeDtypeStruct``), with ``jax.make_jaxpr`` and the layers' values tagged
+  (``layers.recording_calls``): a pair qualifies when every output of every call of the
+  conv has exactly one reader, the input of a call of the BatchNorm, and every call of the
+  BatchNorm reads such an output. A layer the call does not reach is left alone. The model
+  must be in eval mode.
   """
+  call = call or _call_model
   with layers.recording_calls() as calls:
-    jaxpr = jax.make_jaxpr(lambda x: model(x))(
-        jax.ShapeDtypeStruct(tuple(input_shape), input_dtype)).jaxpr
+    jaxpr = jax.make_jaxpr(lambda x: call(model, x))(
+        _example_inputs(input_shape, input_dtype)).jaxpr
   tagged = {}  # tag -> (tagged value, value before tagging)
   readers: dict = collections.defaultdict(list)  # value -> equations reading it
   for eqn in jaxpr.eqns:
@@ -134,10 +157,12 @@ def fold_batch_norm(conv: ConvLayer, bn: layers.BatchNorm) -> None:
   bn.folded = True
 
 
-def fold_batch_norms(model: nnx.Module, input_shape: Sequence[int],
-                     input_dtype=jnp.float32) -> int:
-  """Folds every qualifying BatchNorm of eval-mode ``model`` (in place); returns the count."""
-  pairs = conv_batch_norm_pairs(model, input_shape, input_dtype)
+def fold_batch_norms(model: nnx.Module, input_shape: Sequence[int] | Any,
+                     input_dtype=jnp.float32,
+                     call: Callable[[nnx.Module, Any], Any] | None = None) -> int:
+  """Folds every qualifying BatchNorm of eval-mode ``model`` (in place); returns the count.
+  ``input_shape``, ``input_dtype``, ``call``: as ``conv_batch_norm_pairs``."""
+  pairs = conv_batch_norm_pairs(model, input_shape, input_dtype, call)
   for conv, bn in pairs:
     fold_batch_norm(conv, bn)
   return len(pairs)
@@ -158,28 +183,56 @@ def with_compute_dtype(model: nnx.Module, dtype: str) -> nnx.Module:
   return result
 
 
-def prepare_for_inference(model: nnx.Module, input_shape: Sequence[int],
-                          input_dtype=jnp.float32, compute_dtype: str | None = None
+def prepare_for_inference(model: nnx.Module, input_shape: Sequence[int] | Any,
+                          input_dtype=jnp.float32, compute_dtype: str | None = None,
+                          call: Callable[[nnx.Module, Any], Any] | None = None
                           ) -> nnx.Module:
   """An eval-mode copy of ``model`` computing the same outputs (up to rounding), faster.
 
   Args:
     model: any jaxpose model with concrete (not abstract) variables; left unchanged.
     input_shape: the shape of one model input (e.g. ``(1, 256, 192, 3)``; the batch size
-      does not matter), used to trace which layers feed which.
+      does not matter), used to trace which layers feed which; or, with ``call``, a pytree
+      of ``jax.ShapeDtypeStruct`` of ``call``'s inputs.
     input_dtype: the input's dtype.
     compute_dtype: e.g. ``'bfloat16'``: compute in that dtype (parameters stay float32,
       outputs float32). None keeps the model's own ``config.dtype``. bfloat16 is faster on
       CPUs with AVX512_BF16/AMX and on GPUs, at an accuracy cost measured by
       ``benchmarks/bf16_accuracy.py``.
+    call: ``(model, inputs) -> anything``: how the caller uses the model (e.g. a task's
+      ``predict``: preprocessing, flip test), traced to find what to fold; default
+      ``model(inputs)``.
 
   Returns:
     The prepared copy, in eval mode. Not for training: its BatchNorms are folded away.
   """
   prepared = with_compute_dtype(model, compute_dtype) if compute_dtype else nnx.clone(model)
   prepared.eval()
-  fold_batch_norms(prepared, input_shape, input_dtype)
+  fold_batch_norms(prepared, input_shape, input_dtype, call)
   return prepared
+
+
+def batch_of_one(inputs: Any) -> Any:
+  """``jax.ShapeDtypeStruct`` of one item of ``inputs`` (arrays or a pytree of arrays with a
+  leading batch axis): the example ``prepare_for_inference`` traces with."""
+  return jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct((1, *a.shape[1:]), a.dtype),
+                                inputs)
+
+
+def fast_call(model: nnx.Module, call: Callable[[nnx.Module, Any], Any],
+              micro_batch: int | None | str = "auto") -> Callable[[Any], Any]:
+  """``inputs -> call(model, inputs)`` through the inference path, for use inside ``jax.jit``
+  (e.g. an evaluation step whose parameters are traced): the model folded the way ``call``
+  uses it (``prepare_for_inference``) on the first call's input shapes, the batch run as
+  micro-batches (``"auto"``: ``micro_batch_size()``)."""
+  if micro_batch == "auto":
+    micro_batch = micro_batch_size()
+
+  def run(inputs: Any) -> Any:
+    fast = prepare_for_inference(model, batch_of_one(inputs), call=call)
+    return micro_batched(lambda x: call(fast, x), micro_batch)(inputs)
+
+  return run
 
 
 # ----------------------------------------------------------------------------------------
@@ -207,24 +260,26 @@ def micro_batched(apply: Callable[[Array], Any], micro_batch: int | None
   """``apply`` run over consecutive ``micro_batch``-sized slices of the batch axis.
 
   The slices run one after the other (``jax.lax.map``); a remainder that does not fill a
-  micro-batch runs as one more call. Outputs (any pytree of arrays with a leading batch axis)
-  are concatenated back. ``micro_batch`` None or >= the batch: ``apply`` itself.
+  micro-batch runs as one more call. Inputs and outputs: arrays, or pytrees of arrays, with
+  a leading batch axis; outputs are concatenated back. ``micro_batch`` None or >= the
+  batch: ``apply`` itself.
   """
   if micro_batch is not None and micro_batch < 1:
     raise ValueError(f"micro_batch must be >= 1 or None, got {micro_batch}")
+  tree_map = jax.tree_util.tree_map
 
-  def run(x: Array):
-    n = x.shape[0]
+  def run(x: Any):
+    n = jax.tree_util.tree_leaves(x)[0].shape[0]
     if micro_batch is None or n <= micro_batch:
       return apply(x)
     full = (n // micro_batch) * micro_batch
-    chunks = x[:full].reshape(n // micro_batch, micro_batch, *x.shape[1:])
+    chunks = tree_map(lambda a: a[:full].reshape(n // micro_batch, micro_batch, *a.shape[1:]), x)
     out = jax.lax.map(apply, chunks)
-    out = jax.tree_util.tree_map(lambda y: y.reshape(full, *y.shape[2:]), out)
+    out = tree_map(lambda y: y.reshape(full, *y.shape[2:]), out)
     if full == n:
       return out
-    rest = apply(x[full:])
-    return jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b]), out, rest)
+    rest = apply(tree_map(lambda a: a[full:], x))
+    return tree_map(lambda a, b: jnp.concatenate([a, b]), out, rest)
 
   return run
 
