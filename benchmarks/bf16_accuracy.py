@@ -100,7 +100,8 @@ def main(argv=None) -> None:
     _timing.print_table(rows, [
         ("fixture", "fixture", ""), ("absmax", "max abs output", ".3g"),
         ("noise", "fp32-vs-fp64 noise", ".2e"), ("float32", "fp32 max abs diff", ".2e"),
-        ("bfloat16", "bf16 max abs diff", ".2e"), ("bfloat16_rel", "bf16 diff / max output", ".2e")])
+        ("bfloat16", "bf16 max abs diff", ".2e"),
+        ("bfloat16_rel", "bf16 diff / max output", ".2e")])
   if args.checkpoint:
     config = _load_config(args.config)
     results = evaluate_run(config, os.path.abspath(os.path.expanduser(args.checkpoint)))

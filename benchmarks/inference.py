@@ -12,8 +12,9 @@ the family has a peer (``benchmarks/_torch_peers.py``: SimpleBaseline, HRNet, MS
 VideoPose3D written as the originals define them, NCHW, eval mode, ``torch.no_grad``), the
 same weights are exported with ``jaxpose.convert.export_state_dict``, loaded strictly into
 the peer, and the two outputs are compared once (``peer rel. diff``: max abs difference
-relative to the output's max). Both run on the same inputs with the same thread count (XLA:CPU uses one thread per
-available core; ``torch.set_num_threads`` gets that number), alternating in blocks of calls
+relative to the output's max). Both run on the same inputs with the same thread count
+(XLA:CPU uses one thread per available core; ``torch.set_num_threads`` gets that number),
+alternating in blocks of calls
 (each block starts with an untimed call), and the medians are reported: on a shared machine
 both see the same load. Without torch only the jaxpose columns are printed. On a machine
 shared with other jobs, run with ``OMP_WAIT_POLICY=passive``: PyTorch's OpenMP threads
