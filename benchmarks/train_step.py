@@ -49,7 +49,9 @@ CONFIGS = ("quickstart", "hrnet_coco", "hrnet_coco:w=48", "hrnet_coco:size=384x2
            "mspn_coco:stages=4", "hrnet_mpii", "simplebaseline_mpii", "mspn_mpii",
            "quickstart_3d", "videopose3d_h36m:frames=27", "videopose3d_h36m:frames=81",
            "videopose3d_h36m", "videopose3d_h36m:semi=1", "rie_h36m:stage=1",
-           "rie_h36m:stage=3,lfd=512")
+           "rie_h36m:stage=3,lfd=512",
+           "quickstart_3d_image", "integral_h36m", "integral_h36m:challenge",
+           "hg3d_h36m:stage=1", "hg3d_h36m:stage=3")
 DEFAULT_CONFIGS = ("quickstart", "hrnet_coco", "simplebaseline_coco")
 
 
@@ -73,19 +75,47 @@ def load_config(spec: str):
   return importlib.import_module(f"configs.{name}").get_config(arg or None)
 
 
+def _topdown_batch(config, batch: int, rs: np.random.RandomState) -> dict[str, np.ndarray]:
+  hh, hw = config.data.heatmap_size
+  k = datasets.dataset(config.data.dataset).keypoints.num_keypoints
+  if config.task == "mspn":
+    labels = rs.rand(batch, len(config.data.mspn_kernels), hh, hw, k).astype(np.float32) * 255
+    return {"labels": labels, "valid": rs.randint(0, 3, (batch, k)).astype(np.float32)}
+  return {"target": rs.rand(batch, hh, hw, k).astype(np.float32),
+          "target_weight": rs.randint(0, 2, (batch, k)).astype(np.float32)}
+
+
+def _integral_batch(config, batch: int, rs: np.random.RandomState) -> dict[str, np.ndarray]:
+  k = config.model.num_joints
+  weight = np.ones((batch, k, 3), np.float32)
+  weight[: batch // 2, :, 2] = 0  # half the batch 2D, as the MPII + Human3.6M mixture
+  return {"color_scale": rs.uniform(0.8, 1.2, (batch, 3)).astype(np.float32),
+          "target": rs.uniform(-0.5, 0.5, (batch, k, 3)).astype(np.float32),
+          "target_weight": weight}
+
+
+def _hg3d_batch(config, batch: int, rs: np.random.RandomState) -> dict[str, np.ndarray]:
+  hh, hw = config.data.heatmap_size
+  k = config.model.num_joints
+  x, y = rs.randint(0, hw, (batch, k)), rs.randint(0, hh, (batch, k))
+  return {"heatmaps": rs.rand(batch, hh, hw, k).astype(np.float32),
+          "reg_mask": (np.arange(batch)[:, None] < batch // 2).repeat(k, 1).astype(np.float32),
+          "reg_ind": ((y * hw + x) * k + np.arange(k)).astype(np.int32),
+          "reg_target": rs.uniform(-0.3, 0.3, (batch, k)).astype(np.float32),
+          "gt_2d": np.stack([x, y], -1).astype(np.float32) / hh}
+
+
+# The targets of each task's batches (``config.task``), next to the uint8 crops.
+TARGETS = {"heatmap": _topdown_batch, "mspn": _topdown_batch, "integral": _integral_batch,
+           "hg3d": _hg3d_batch}
+
+
 def random_batch(config, batch: int) -> dict[str, np.ndarray]:
   """A batch with the shapes and dtypes the input pipeline produces for ``config``."""
   rs = np.random.RandomState(0)
   h, w = config.data.input_size
-  hh, hw = config.data.heatmap_size
-  k = datasets.dataset(config.data.dataset).keypoints.num_keypoints
   images = rs.randint(0, 255, (batch, h, w, 3)).astype(np.uint8)
-  if config.task == "mspn":
-    labels = rs.rand(batch, len(config.data.mspn_kernels), hh, hw, k).astype(np.float32) * 255
-    return {"image": images, "labels": labels,
-            "valid": rs.randint(0, 3, (batch, k)).astype(np.float32)}
-  return {"image": images, "target": rs.rand(batch, hh, hw, k).astype(np.float32),
-          "target_weight": rs.randint(0, 2, (batch, k)).astype(np.float32)}
+  return {"image": images, **TARGETS[config.task](config, batch, rs)}
 
 
 def build_case(spec: str, dtype: str, batch_per_device: int) -> dict:

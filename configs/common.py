@@ -258,3 +258,56 @@ def lifting_eval(*, flip_test: bool = True, batch_size: int = 1024,
   return ml_collections.ConfigDict(dict(
       metric="MPJPE", flip_test=flip_test, batch_size=batch_size,
       length_multiple=length_multiple, original_args=""))
+
+
+# ----------------------------------------------------------------------------------------
+# Image-based 3D methods (integral regression, pytorch-pose-hg-3d)
+# ----------------------------------------------------------------------------------------
+
+
+def image3d_set(dataset: str, split: str, *, builder_config: str | None = None, weight: int = 1,
+                box: str = "stored", joint_shift: float = 0.0, every: int = 1
+                ) -> ml_collections.ConfigDict:
+  """One entry of ``data.sources`` / ``eval.datasets`` of an image-based 3D config: a
+  split of ``dataset`` (its ``manual_dir`` set on the command line, e.g.
+  ``--config.data.sources.h36m.manual_dir=/data/h36m``), its mixture ``weight``, crop
+  ``box`` rule ('stored' | 'joints'), ``joint_shift`` (pytorch-pose-hg-3d's 1-based MPII
+  joints) and, for evaluation, ``every`` (evaluate every n-th person)."""
+  return ml_collections.ConfigDict(dict(
+      dataset=dataset, split=split,
+      builder_config=ml_collections.FieldReference(builder_config, field_type=str),
+      manual_dir=ml_collections.FieldReference(None, field_type=str),
+      weight=weight, box=box, joint_shift=joint_shift, every=every))
+
+
+def image3d_data(sources: dict[str, ml_collections.ConfigDict], mixture, size: str, *,
+                 color: str, aug: ml_collections.ConfigDict, heatmap_size=None,
+                 sigma: float = 2.0, num_workers: int = 4) -> ml_collections.ConfigDict:
+  """The ``data`` section of an image-based 3D config: ``mixture`` (names of ``sources``;
+  the first one's size is an epoch), crop size ``'256x256'``, ImageNet normalisation."""
+  crop, heatmap = input_size(size)
+  return ml_collections.ConfigDict(dict(
+      data_dir=default_data_dir(), sources=ml_collections.ConfigDict(sources),
+      mixture=tuple(mixture), input_size=crop, heatmap_size=heatmap_size or heatmap,
+      color=color, mean=IMAGENET_MEAN, std=IMAGENET_STD, sigma=sigma, aug=aug,
+      num_workers=num_workers))
+
+
+def integral_augment(scale_factor: float = 0.25, rotation_factor: float = 30.0,
+                     color_factor: float = 0.2, flip: bool = True) -> ml_collections.ConfigDict:
+  """integral-human-pose's ``aug`` (the hm36 yamls' values by default)."""
+  return ml_collections.ConfigDict(dict(
+      scale_factor=scale_factor, rotation_factor=rotation_factor, color_factor=color_factor,
+      flip=flip, rotation_prob=0.6, flip_prob=0.5))
+
+
+def image3d_eval(sets: dict[str, ml_collections.ConfigDict], *, protocol: str | None,
+                 align: str | None, batch_size: int = 64, flip_test: bool = True,
+                 baseline: bool = False) -> ml_collections.ConfigDict:
+  """The ``eval`` section of an image-based 3D config: the evaluation sets (the first one's
+  metric picks the best checkpoint), the method's protocol and alignment."""
+  return ml_collections.ConfigDict(dict(
+      sets=tuple(sets), datasets=ml_collections.ConfigDict(sets), batch_size=batch_size,
+      flip_test=flip_test, protocol=ml_collections.FieldReference(protocol, field_type=str),
+      align=ml_collections.FieldReference(align, field_type=str), baseline=baseline,
+      bone_length=4502.881, mean_bone_length=4000.0))

@@ -510,11 +510,22 @@ def training_checkpoint(path: str | os.PathLike) -> tuple[str, int] | None:
   return None
 
 
-def restore_train_variables(directory: str | os.PathLike, step: int, model: nnx.Module) -> None:
+def restore_train_variables(directory: str | os.PathLike, step: int, model: nnx.Module,
+                            allow_missing: bool = False) -> list[str]:
   """Writes the parameters and BatchNorm statistics of a ``TrainCheckpointer`` checkpoint
   into ``model`` (in place), verified against the checkpoint's checksums; the optimizer
   state, step and RNG of the run are not read, so the checkpoint may come from a run with
   another optimizer (e.g. an earlier training stage). Every process calls it.
+
+  Args:
+    directory, step: the checkpoint (``training_checkpoint``).
+    model: receives the variables.
+    allow_missing: variables the checkpoint lacks keep their values and variables only
+      the checkpoint has are ignored (an earlier stage without a head this one adds, as
+      PyTorch's ``load_state_dict(strict=False)``); shapes must still agree.
+
+  Returns:
+    The model variables the checkpoint did not have (``allow_missing``).
 
   Raises:
     ValueError: the checkpoint's variables do not fit the model.
@@ -530,13 +541,16 @@ def restore_train_variables(directory: str | os.PathLike, step: int, model: nnx.
   have = {k: v[0] for k, v in _saved_shapes(where).items()}
   have = {k: v for k, v in have.items() if k.split("/")[0] in current}
   want = {_leaf_name(p): tuple(np.shape(v)) for p, v in jax.tree_util.tree_leaves_with_path(current)}
-  problems = ([f"missing {k}" for k in sorted(set(want) - set(have))]
-              + [f"unexpected {k}" for k in sorted(set(have) - set(want))]
-              + [f"{k} is {have[k]}, the model's {want[k]}" for k in sorted(set(want) & set(have))
-                 if have[k] != want[k]])
+  missing = sorted(set(want) - set(have))
+  problems = ([] if allow_missing else [f"missing {k}" for k in missing]
+              + [f"unexpected {k}" for k in sorted(set(have) - set(want))])
+  problems += [f"{k} is {have[k]}, the model's {want[k]}" for k in sorted(set(want) & set(have))
+               if have[k] != want[k]]
   if problems:
     raise ValueError(f"{where}: the training checkpoint does not match the model's "
                      f"variables ({len(problems)} differences): {'; '.join(problems[:10])}")
+  if missing:
+    target = _without_paths(target, set(missing))
   manager = ocp.CheckpointManager(directory, item_names=TrainCheckpointer.ITEMS)
   try:
     try:
@@ -558,3 +572,19 @@ def restore_train_variables(directory: str | os.PathLike, step: int, model: nnx.
   finally:
     manager.close()
   set_model_variables(model, restored)
+  return missing
+
+
+def _without_paths(tree: Any, paths: set[str]) -> Any:
+  """``tree`` (nested dicts) without the leaves whose ``_leaf_name(path)`` is in ``paths``."""
+  flat = {_leaf_name(p): (p, v) for p, v in jax.tree_util.tree_leaves_with_path(tree)}
+  out: dict = {}
+  for key, (path, value) in flat.items():
+    if key in paths:
+      continue
+    node = out
+    keys = [getattr(k, "key", getattr(k, "idx", k)) for k in path]
+    for k in keys[:-1]:
+      node = node.setdefault(k, {})
+    node[keys[-1]] = value
+  return out

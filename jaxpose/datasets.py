@@ -9,8 +9,10 @@
   (``topdown.ground_truth_instances`` for COCO-format data, MPII's own rules for
   ``mpii``), or None for datasets without per-person image annotations;
 * ``evaluator``: how predictions on one of its splits are scored (COCO keypoint AP,
-  MPII PCKh, the Human3.6M protocols), with the default metric and whether higher is
-  better.
+  MPII PCKh, the Human3.6M protocols of the lifters, Human3.6M MPJPE of image-based 3D
+  models), with the default metric and whether higher is better;
+* ``people``: how its examples become the people of the image-based 3D methods
+  (``jaxpose.data.image3d``: 2D joints with or without depth, crop box, 3D pose), or None.
 
 Tasks, configs and the pipeline read these facts from here; nothing compares dataset
 names. ``dataset(name)`` looks an entry up and lists the valid names for an unknown one.
@@ -35,10 +37,11 @@ from typing import Any, Protocol
 import numpy as np
 
 from jaxpose import fileio
-from jaxpose.data import coco_format, mocap_format, pipeline, topdown
+from jaxpose.data import coco_format, image3d, joint_maps, mocap_format, pipeline, topdown
 from jaxpose.data import keypoints as kp
 from jaxpose.evaluation import coco as coco_eval
 from jaxpose.evaluation import h36m as h36m_eval
+from jaxpose.evaluation import h36m_image
 from jaxpose.evaluation import mpii as mpii_eval
 
 Predictions = Mapping[str, np.ndarray]
@@ -190,20 +193,57 @@ class H36MProtocols:
 
 
 @dataclasses.dataclass(frozen=True)
+class H36MImageErrors:
+  """Human3.6M errors of image-based 3D predictions (``jaxpose.evaluation.h36m_image``).
+
+  Prediction columns: ``example_index`` int64 ``[N]`` (the evaluated examples of the
+  split) and ``pose_3d`` float ``[N, J, 3]`` root-relative millimetres in ``keypoints``'
+  joint set (Human3.6M's 17, or integral regression's 18), already converted by the
+  method's protocol. The ground truth (``positions_3d``, made 18 joints when needed) and
+  the actions are read from the split. Options: ``align`` (None, 'rigid', 'rigid_root'
+  or 'similarity': the method's second number). Metrics: ``MPJPE``, ``P-MPJPE`` and
+  both per action (``MPJPE/Walking``), in mm.
+  """
+  default_metric: str = "MPJPE"
+  mode: str = "min"
+
+  def __call__(self, ref: pipeline.DatasetRef, predictions: Predictions, *,
+               keypoints: kp.KeypointSet, options: Mapping[str, Any], workdir: str
+               ) -> dict[str, float]:
+    del workdir
+    source = pipeline.open_source(ref)
+    index = np.asarray(predictions["example_index"])
+    examples = [source[int(i)] for i in index]
+    gt = np.stack([np.asarray(ex["positions_3d"], np.float64) * 1000.0 for ex in examples])
+    gt, _ = joint_maps.joint_map("h36m", keypoints.name).apply(gt, np.ones(gt.shape[:-1]))
+    actions = [ex["action_name"].decode() if isinstance(ex["action_name"], bytes)
+               else str(ex["action_name"]) for ex in examples]
+    errors = h36m_image.pose_errors(predictions["pose_3d"], gt, options.get("align"))
+    return h36m_image.summarize(errors, actions)
+
+
+@dataclasses.dataclass(frozen=True)
 class Dataset:
   """One entry of ``DATASETS`` (see the module docstring)."""
   name: str
   keypoints: kp.KeypointSet
   person_instances: topdown.PersonInstanceReader | None
   evaluator: Evaluator | None
+  people: image3d.PeopleReader | None = None
 
 
 DATASETS: dict[str, Dataset] = {
     "coco_keypoints": Dataset("coco_keypoints", kp.COCO, topdown.ground_truth_instances,
-                              CocoKeypointAP()),
-    "mpii": Dataset("mpii", kp.MPII, topdown.mpii_ground_truth_instances, MPIIPCKh()),
+                              CocoKeypointAP(), image3d.coco_people),
+    "mpii": Dataset("mpii", kp.MPII, topdown.mpii_ground_truth_instances, MPIIPCKh(),
+                    image3d.mpii_people),
     "synthetic_people": Dataset("synthetic_people", kp.COCO, topdown.ground_truth_instances,
-                                CocoKeypointAP()),
+                                CocoKeypointAP(), image3d.coco_people),
+    # Images with 2D joints, depth and camera-frame 3D poses (image-based 3D methods).
+    "h36m_images": Dataset("h36m_images", kp.H36M, None, H36MImageErrors(),
+                           image3d.h36m_image_people),
+    "synthetic_people3d": Dataset("synthetic_people3d", kp.H36M, None, H36MImageErrors(),
+                                  image3d.h36m_image_people),
     # 3D pose sequences (no per-person image annotations).
     "h36m_poses": Dataset("h36m_poses", kp.H36M, None, H36MProtocols()),
     "synthetic_mocap": Dataset("synthetic_mocap", kp.H36M, None, H36MProtocols()),

@@ -469,6 +469,6 @@ def test_synthetic_people_reads_back_its_coco_files(tmp_path, capsys):
 
 
 def test_build_dataset_rejects_unknown_names(tmp_path):
-  with pytest.raises(ValueError, match="coco_keypoints, h36m_poses, mpii, synthetic_mocap, "
-                                       "synthetic_people"):
+  with pytest.raises(ValueError, match="coco_keypoints, h36m_images, h36m_poses, mpii, "
+                                       "synthetic_mocap, synthetic_people, synthetic_people3d"):
     builders.build_dataset("coco", tmp_path)

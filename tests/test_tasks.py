@@ -43,17 +43,25 @@ def test_dataset_table_gives_keypoints_readers_and_evaluators():
   assert (mpii.evaluator.default_metric, mpii.evaluator.mode) == ("Mean", "max")
   assert kp.COCO.joints_weight[9] == pytest.approx(1.5) and kp.MPII.joints_weight is None
   with pytest.raises(ValueError, match="unknown dataset 'coco'; valid: coco_keypoints, "
-                                       "h36m_poses, mpii, synthetic_mocap, synthetic_people"):
+                                       "h36m_images, h36m_poses, mpii, synthetic_mocap, "
+                                       "synthetic_people, synthetic_people3d"):
     datasets.dataset("coco")
 
 
 def test_3d_pose_datasets_use_the_h36m_keypoint_set():
-  for name in ("h36m_poses", "synthetic_mocap"):
+  for name in ("h36m_poses", "synthetic_mocap", "h36m_images", "synthetic_people3d"):
     entry = datasets.dataset(name)
     assert entry.keypoints is kp.H36M and entry.keypoints.num_keypoints == 17
     assert entry.person_instances is None
-    assert isinstance(entry.evaluator, datasets.H36MProtocols)
     assert (entry.evaluator.default_metric, entry.evaluator.mode) == ("MPJPE", "min")
+  for name in ("h36m_poses", "synthetic_mocap"):
+    assert isinstance(datasets.dataset(name).evaluator, datasets.H36MProtocols)
+  for name in ("h36m_images", "synthetic_people3d"):
+    entry = datasets.dataset(name)
+    assert isinstance(entry.evaluator, datasets.H36MImageErrors)
+    assert entry.people is not None
+  assert datasets.dataset("mpii").people is not None
+  assert datasets.dataset("h36m_poses").people is None
 
 
 def test_every_builder_has_a_table_entry():
@@ -90,9 +98,9 @@ def test_tasks_validate_the_config_against_the_table():
   with pytest.raises(ValueError, match="num_joints=17.*'mpii' keypoint set has 16"):
     tasks.make_task(config)
   config = _quickstart()
-  config.task = "integral"
-  with pytest.raises(ValueError, match=r"unknown task 'integral'; valid: \['heatmap', 'mspn', "
-                                       r"'rie', 'videopose3d'\]"):
+  config.task = "integrall"
+  with pytest.raises(ValueError, match=r"unknown task 'integrall'; valid: \['heatmap', 'hg3d', "
+                                       r"'integral', 'mspn', 'rie', 'videopose3d'\]"):
     tasks.make_task(config)
 
 

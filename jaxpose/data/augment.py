@@ -233,3 +233,74 @@ def mspn_crop(rng: np.random.Generator, center: np.ndarray, scale: np.ndarray,
     center[0] = image_width - center[0] - 1
   return Crop(center.astype(np.float32), scale.astype(np.float32), rotation, flipped,
               joints.astype(np.float32), vis.astype(np.float32))
+
+
+# ----------------------------------------------------------------------------------------
+# Image-based 3D methods
+# ----------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class IntegralAugment:
+  """integral-human-pose's ``aug`` settings (``common/utility/augment.py``; the yamls set
+  scale 0.25, rotation 30, colour 0.2 and flips)."""
+  scale_factor: float = 0.25
+  rotation_factor: float = 30.0
+  color_factor: float = 0.2
+  flip: bool = True
+  rotation_prob: float = 0.6
+  flip_prob: float = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class PatchAugment:
+  """One draw of integral regression's augmentation.
+
+  Attributes:
+    scale: the box is multiplied by it (1 + clipped N(0, 1) * scale_factor).
+    rotation: degrees.
+    flip: mirror the image first.
+    color: float32 ``[3]`` per-channel gains of the RGB patch (clipped to 0..255 after).
+  """
+  scale: float = 1.0
+  rotation: float = 0.0
+  flip: bool = False
+  color: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+
+def integral_augmentation(rng: np.random.Generator, aug: IntegralAugment) -> PatchAugment:
+  """``do_augmentation``: scale ``clip(N(0,1), -1, 1) * sf + 1``; with probability 0.6 a
+  rotation ``clip(N(0,1), -2, 2) * rf``; a flip with probability 0.5; colour gains
+  ``U(1 - cf, 1 + cf)`` per channel (drawn in this order)."""
+  scale = float(np.clip(rng.standard_normal(), -1.0, 1.0) * aug.scale_factor + 1.0)
+  rotation = 0.0
+  if rng.random() <= aug.rotation_prob:
+    rotation = float(np.clip(rng.standard_normal(), -2.0, 2.0) * aug.rotation_factor)
+  flip = bool(aug.flip and rng.random() <= aug.flip_prob)
+  low, high = 1.0 - aug.color_factor, 1.0 + aug.color_factor
+  color = tuple(float(rng.uniform(low, high)) for _ in range(3))
+  return PatchAugment(scale, rotation, flip, color)
+
+
+@dataclasses.dataclass(frozen=True)
+class HG3DAugment:
+  """pytorch-pose-hg-3d's ``opts.py`` augmentation (MPII / fusion_3d defaults): scale
+  0.25, rotation 30 degrees (2D samples only: its Human3.6M loader has the rotation
+  commented out), flip probability 0.5."""
+  scale_factor: float = 0.25
+  rotation_factor: float = 30.0
+  rotation_prob: float = 0.6
+  flip_prob: float = 0.5
+
+
+def hg3d_augmentation(rng: np.random.Generator, aug: HG3DAugment, rotate: bool
+                      ) -> tuple[float, float, bool]:
+  """``(scale multiplier, rotation degrees, flip)`` as ``datasets/{mpii,h36m}.py`` draw them:
+  ``clip(N(0,1) * sf + 1, 1 - sf, 1 + sf)``; when ``rotate``, with probability 0.6 a
+  rotation ``clip(N(0,1) * rf, -2 rf, 2 rf)``; a flip with probability ``flip_prob``."""
+  sf, rf = aug.scale_factor, aug.rotation_factor
+  scale = float(np.clip(rng.standard_normal() * sf + 1, 1 - sf, 1 + sf))
+  rotation = 0.0
+  if rotate and rng.random() <= aug.rotation_prob:
+    rotation = float(np.clip(rng.standard_normal() * rf, -rf * 2, rf * 2))
+  return scale, rotation, bool(rng.random() < aug.flip_prob)

@@ -2,10 +2,11 @@
 
 ``build_dataset('synthetic_people', data_dir)`` generates and prepares the embedded
 dataset on first use and reuses it afterwards (likewise ``synthetic_mocap``, the 3D
-poses); ``coco_keypoints``, ``mpii`` and ``h36m_poses`` need the user's downloaded files
-in ``manual_dir``. Prepared datasets are ``array_record`` files:
-read them with ``builder.as_data_source(split)`` (or ``tfds.data_source``), whose
-elements are decoded numpy dicts (pass
+poses; ``synthetic_people3d``, people posed in 3D); ``coco_keypoints``, ``mpii``,
+``h36m_poses`` and ``h36m_images`` need the user's downloaded files in ``manual_dir``.
+Prepared datasets are ``array_record`` files: read them with
+``builder.as_data_source(split)`` (or ``tfds.data_source``), whose elements are decoded
+numpy dicts (pass
 ``decoders={'image': tfds.decode.SkipDecoding()}`` to get the JPEG bytes instead and
 decode with OpenCV in the pipeline).
 
@@ -15,6 +16,7 @@ From the shell (the same as ``tfds build data_builders/<name>``)::
     python -m jaxpose.data.builders coco_keypoints --data_dir D --manual_dir /data/coco
     python -m jaxpose.data.builders synthetic_mocap --data_dir ~/tensorflow_datasets
     python -m jaxpose.data.builders h36m_poses --data_dir D --manual_dir VideoPose3D/data
+    python -m jaxpose.data.builders h36m_images --data_dir D --manual_dir /data/h36m
 
 A missing manual file, a malformed annotation file or a split whose images all fail
 ends the command with one line on stderr naming the files (exit status 1);
@@ -33,19 +35,23 @@ import tensorflow_datasets as tfds
 
 from data_builders import _common
 from data_builders.coco_keypoints.coco_keypoints import CocoKeypoints
+from data_builders.h36m_images.h36m_images import H36MImages, H36MImagesFormatError
 from data_builders.h36m_poses.h36m_poses import H36MFormatError, H36MPoses
 from data_builders.mpii.mpii import Mpii, MpiiFormatError
 from data_builders.synthetic_mocap.synthetic_mocap import SyntheticMocap
 from data_builders.synthetic_people.synthetic_people import SyntheticPeople
+from data_builders.synthetic_people3d.synthetic_people3d import SyntheticPeople3D
 from jaxpose.data import safe_npz
 from jaxpose.data.coco_format import CocoFormatError
 
 BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
     "coco_keypoints": CocoKeypoints,
+    "h36m_images": H36MImages,
     "h36m_poses": H36MPoses,
     "mpii": Mpii,
     "synthetic_mocap": SyntheticMocap,
     "synthetic_people": SyntheticPeople,
+    "synthetic_people3d": SyntheticPeople3D,
 }
 
 
@@ -72,8 +78,9 @@ def build_dataset(
     data_dir: the TFDS data directory (datasets land in ``data_dir/name/config/version``).
     manual_dir: folder with the downloaded files (COCO, MPII, Human3.6M); not used by
       the synthetic datasets.
-    config: builder config name or object (``synthetic_people``/``synthetic_mocap``:
-      ``'default'`` or ``'tiny'``); ``None`` for the default.
+    config: builder config name or object (``synthetic_people``/``synthetic_mocap``/
+      ``synthetic_people3d``: ``'default'`` or ``'tiny'``; ``h36m_images``: ``'eccv18'``
+      or ``'hm36'``); ``None`` for the default.
     download_dir: where generated/downloaded intermediate files go (default
       ``data_dir/downloads``).
 
@@ -108,7 +115,7 @@ def build_dataset(
 
 # Errors of the user's input files: the command line prints them as one line.
 INPUT_ERRORS = (_common.MissingManualFilesError, _common.NoExamplesError, CocoFormatError,
-                MpiiFormatError, H36MFormatError, safe_npz.NpzError)
+                MpiiFormatError, H36MFormatError, H36MImagesFormatError, safe_npz.NpzError)
 
 
 def one_line(error: BaseException) -> str:
@@ -130,7 +137,7 @@ def _parser() -> argparse.ArgumentParser:
   parser.add_argument("name", choices=sorted(BUILDERS))
   parser.add_argument("--data_dir", required=True, help="TFDS data directory.")
   parser.add_argument("--manual_dir", default=None,
-                      help="Downloaded files (coco_keypoints, mpii, h36m_poses).")
+                      help="Downloaded files (coco_keypoints, mpii, h36m_poses, h36m_images).")
   parser.add_argument("--config", default=None, help="Builder config, e.g. 'tiny'.")
   parser.add_argument("--download_dir", default=None,
                       help="Intermediate files (default DATA_DIR/downloads).")

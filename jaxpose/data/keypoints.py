@@ -12,9 +12,11 @@ SimpleBaseline and MSPN code) store them. "Left" and "right" are the person's ow
   32 -> 17 reduction (``h36m_reduced_skeleton``).
 * ``COCO_JOINTS_WEIGHT``: HRNet's per-joint loss weights (``LOSS.USE_DIFFERENT_JOINTS_WEIGHT``),
   float32 ``[17, 1]``.
+* ``H36M18_*``: integral regression's 18 joints (Human3.6M's 17 + a thorax at the middle of
+  the shoulders, ``s_36_jt_num`` of JimmySuen/integral-human-pose) with its parents.
 * ``KeypointSet``: one layout bundled (names, flip pairs, body halves, skeleton, joint
-  weights); ``COCO`` and ``MPII`` are the two 2D ones. ``jaxpose.datasets`` says which
-  dataset uses which.
+  weights); ``COCO`` and ``MPII`` are the two 2D ones, ``H36M`` and ``H36M18`` the 3D
+  ones. ``jaxpose.datasets`` says which dataset uses which.
 """
 from __future__ import annotations
 
@@ -155,6 +157,18 @@ H36M32_REMOVED: tuple[int, ...] = (4, 5, 9, 10, 11, 16, 20, 21, 22, 23, 24, 28, 
 H36M_REWIRED_PARENTS: dict[int, int] = {11: 8, 14: 8}
 
 
+# Integral regression's 18 joints: Human3.6M's 17 plus joint 17, the middle of the two
+# shoulders, which it calls the thorax (its joint 8, Human3.6M's "Thorax", it calls the
+# neck). Its parents (``s_36_parent_ids``) hang the neck, the nose and both shoulders from
+# joint 17 and joint 17 from the pelvis; the pelvis is its own parent.
+H36M18_JOINT_NAMES: tuple[str, ...] = H36M_JOINT_NAMES + ("shoulder_center",)
+H36M18_NUM_JOINTS = len(H36M18_JOINT_NAMES)
+H36M18_PARENT_IDS: tuple[int, ...] = (0, 0, 1, 2, 0, 4, 5, 0, 17, 17, 8, 17, 11, 12, 17, 14,
+                                      15, 0)
+H36M18_SKELETON: tuple[tuple[int, int], ...] = tuple(
+    (j, p) for j, p in enumerate(H36M18_PARENT_IDS) if j != p)
+
+
 def reduce_skeleton(parents: Sequence[int], removed: Sequence[int],
                     joints_left: Sequence[int] = (), joints_right: Sequence[int] = ()
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -293,3 +307,7 @@ H36M = KeypointSet(
     name="h36m", names=H36M_JOINT_NAMES, flip_pairs=H36M_FLIP_PAIRS,
     upper_body_ids=tuple(range(7, 17)), lower_body_ids=tuple(range(0, 7)),
     skeleton=H36M_SKELETON)
+H36M18 = KeypointSet(
+    name="h36m18", names=H36M18_JOINT_NAMES, flip_pairs=H36M_FLIP_PAIRS,
+    upper_body_ids=tuple(range(7, 18)), lower_body_ids=tuple(range(0, 7)),
+    skeleton=H36M18_SKELETON)

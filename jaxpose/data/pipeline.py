@@ -13,7 +13,8 @@
   with every checkpoint, so a resumed run sees exactly the samples it would have seen. On
   several hosts each host reads every ``process_count``-th sample of the global stream.
 * ``eval_batches`` yields un-augmented crops in order, the last batch padded and masked;
-  on several hosts each yields its contiguous part of every global batch.
+  on several hosts each yields its contiguous part of every global batch
+  (``ordered_batches``: the same for any source and transform).
 """
 from __future__ import annotations
 
@@ -235,17 +236,26 @@ def train_iterator(ref: DatasetRef, table: topdown.InstanceTable, spec: topdown.
 def eval_batches(ref: DatasetRef, table: topdown.InstanceTable, spec: topdown.SampleSpec, *,
                  batch_size: int, num_workers: int = 0, process_index: int = 0,
                  process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
-  """This process's part of each evaluation batch, un-augmented crops in table order.
+  """This process's part of each evaluation batch, un-augmented crops in table order
+  (``ordered_batches`` of the instances)."""
+  return ordered_batches(InstanceSource(ref, table), _EvalTransform(spec),
+                         batch_size=batch_size, num_workers=num_workers,
+                         process_index=process_index, process_count=process_count)
 
-  The global batch ``i`` holds table rows ``[i * batch_size, (i + 1) * batch_size)``; this
+
+def ordered_batches(source: grain.sources.RandomAccessDataSource, transform: grain.transforms.Map,
+                    *, batch_size: int, num_workers: int = 0, process_index: int = 0,
+                    process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
+  """This process's part of each batch of ``transform`` over ``source``, in order.
+
+  The global batch ``i`` holds source rows ``[i * batch_size, (i + 1) * batch_size)``; this
   process gets the contiguous ``batch_size // process_count`` rows from
   ``process_index * batch_size // process_count``, the layout
   ``jax.make_array_from_process_local_data`` expects. Every process yields the same
-  number of batches, ``ceil(len(table) / batch_size)``: rows past the end of the table
-  repeat a real instance and have ``mask`` False. ``index`` (int64) is each row's
-  position in ``table``.
+  number of batches, ``ceil(len(source) / batch_size)``: rows past the end repeat a real
+  row and have ``mask`` False. ``index`` (int64) is each row's position in ``source``.
   """
-  n = len(table)
+  n = len(source)
   if n == 0:
     return
   if batch_size % process_count:
@@ -257,7 +267,7 @@ def eval_batches(ref: DatasetRef, table: topdown.InstanceTable, spec: topdown.Sa
   mask = rows < n
   last_real = np.maximum.accumulate(np.where(mask, rows, -1))  # pad with the last real row
   rows = np.where(mask, rows, np.where(last_real >= 0, last_real, n - 1))
-  ds = grain.MapDataset.source(_Rows(InstanceSource(ref, table), rows)).map(_EvalTransform(spec))
+  ds = grain.MapDataset.source(_Rows(source, rows)).map(transform)
   it_ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
   it_ds = prefetch_in_workers(it_ds, num_workers)
   for i, batch in enumerate(it_ds.batch(local, drop_remainder=False)):

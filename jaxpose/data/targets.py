@@ -282,3 +282,29 @@ def joint_location_label(joints: np.ndarray, patch_width: float,
       joints[:, 1] / patch_height - 0.5,
       joints[:, 2] / patch_width,
   ], axis=-1).astype(dtype)
+
+
+def depth_map_targets(cells: np.ndarray, inside: np.ndarray, values: np.ndarray,
+                      output_width: int) -> tuple[np.ndarray, np.ndarray]:
+  """pytorch-pose-hg-3d's depth-regression targets (``datasets/h36m.py`` / ``fusion_3d.py``).
+
+  Joint ``j`` at integer output cell ``(x, y)`` reads depth map ``j`` at flat index
+  ``y * W * K + x * K + j`` of the channels-last ``[H, W, K]`` maps (the original's
+  "transposed" ``reg_ind``); joints outside the output keep index 0 and value 0.
+
+  Args:
+    cells: ``[K, 2]`` integer (x, y) output cells.
+    inside: ``[K]`` bool, the cell lies in the output.
+    values: ``[K]`` the target of each inside joint (depth / crop size for 3D samples,
+      1 for 2D samples, whose "target" is the visibility the bone-length loss reads).
+    output_width: ``W``.
+
+  Returns:
+    ``(reg_ind int32 [K], reg_target float32 [K])``.
+  """
+  cells = np.asarray(cells, np.int64)
+  k = len(cells)
+  inside = np.asarray(inside, bool)
+  index = (cells[:, 1] * output_width + cells[:, 0]) * k + np.arange(k)
+  return (np.where(inside, index, 0).astype(np.int32),
+          np.where(inside, np.asarray(values, np.float64), 0.0).astype(np.float32))

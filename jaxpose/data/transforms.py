@@ -71,7 +71,8 @@ def get_affine_transform(center: ArrayLike,
                          rot: float,
                          output_size: Sequence[int],
                          shift: ArrayLike = (0.0, 0.0),
-                         inv: bool = False) -> np.ndarray:
+                         inv: bool = False,
+                         pixel_std: float = PIXEL_STD) -> np.ndarray:
   """Affine map between a rotated person box and the network's crop.
 
   Args:
@@ -85,6 +86,8 @@ def get_affine_transform(center: ArrayLike,
     shift: (2,) offset of the box center in units of the box size; float32 unless an
       array of another dtype is given (every caller of the original passes zeros).
     inv: if True return the inverse map (crop -> image).
+    pixel_std: the unit of ``scale`` in pixels (200; pytorch-pose-hg-3d's copy takes the
+      box size in pixels: pass 1).
 
   Returns:
     float64 ``[2, 3]`` matrix ``T`` with ``[x', y'] = T @ [x, y, 1]``: image -> crop, or
@@ -104,7 +107,7 @@ def get_affine_transform(center: ArrayLike,
     raise ValueError(f"rot must be a finite angle in degrees, got {rot}")
   dst_w, dst_h = _output_size(output_size)
 
-  box_px = scale * 200.0  # keeps float32 for float32 scales
+  box_px = scale * pixel_std  # keeps float32 for float32 scales
   offset = box_px * shift
   half_w = box_px[0] * -0.5
   angle = np.pi * rot / 180
@@ -274,3 +277,73 @@ def fliplr_joints(joints: np.ndarray,
   if multiply_by_visibility:
     joints = joints * joints_vis
   return joints, joints_vis
+
+
+def patch_transform(center: ArrayLike, box_size: ArrayLike, patch_size: Sequence[int],
+                    scale: float = 1.0, rot: float = 0.0, inv: bool = False) -> np.ndarray:
+  """Integral regression's box -> patch affine map (``gen_trans_from_patch_cv`` of
+  integral-human-pose ``common/utility/image_processing_cv.py``).
+
+  Unlike ``get_affine_transform``, the box's width and height map separately onto the
+  patch's (the box is fitted to the patch's aspect ratio beforehand, so the map is a
+  similarity in practice): ``center`` goes to the patch centre, ``center + R (0, h s / 2)``
+  to the middle of the bottom edge and ``center + R (w s / 2, 0)`` to the middle of the
+  right edge, ``R`` the rotation by ``rot`` degrees. The construction points are float32
+  as in the original.
+
+  Args:
+    center: (2,) box centre (x, y), image pixels.
+    box_size: (2,) box (width, height), image pixels.
+    patch_size: (width, height) of the patch.
+    scale: multiplies the box (augmentation).
+    rot: degrees.
+    inv: return the patch -> image map.
+
+  Returns:
+    float64 ``[2, 3]``.
+  """
+  center = _pair(center, "center", np.float64)
+  box_size = _pair(box_size, "box_size", np.float64)
+  if not np.all(box_size > 0) or not (math.isfinite(scale) and scale > 0):
+    raise ValueError(f"box_size and scale must be positive, got {box_size}, {scale}")
+  dst_w, dst_h = _output_size(patch_size)
+  src_w, src_h = float(box_size[0]) * scale, float(box_size[1]) * scale
+  angle = np.pi * float(rot) / 180
+  sin, cos = np.sin(angle), np.cos(angle)
+
+  def rotate(x: float, y: float) -> np.ndarray:
+    x, y = np.float32(x), np.float32(y)
+    return np.array([x * cos - y * sin, x * sin + y * cos], np.float32)
+
+  src_center = np.asarray(center, np.float32)
+  src = np.stack([src_center, src_center + rotate(0.0, src_h * 0.5),
+                  src_center + rotate(src_w * 0.5, 0.0)]).astype(np.float32)
+  dst_center = np.array([dst_w * 0.5, dst_h * 0.5], np.float32)
+  dst = np.stack([dst_center, dst_center + np.array([0, dst_h * 0.5], np.float32),
+                  dst_center + np.array([dst_w * 0.5, 0], np.float32)]).astype(np.float32)
+  return cv2.getAffineTransform(dst, src) if inv else cv2.getAffineTransform(src, dst)
+
+
+def joint_box(joints: np.ndarray, visible: np.ndarray, aspect_ratio: float,
+              padding: float = 1.25) -> tuple[np.ndarray, np.ndarray]:
+  """The box of the visible joints fitted to ``aspect_ratio`` (w / h) and enlarged by
+  ``padding`` (integral-human-pose ``calc_kpt_bound_pad``, the box of its challenge db).
+
+  Returns:
+    ``(center (x, y), size (w, h))`` float64, pixels.
+
+  Raises:
+    ValueError: fewer than two distinct visible joints (an empty box).
+  """
+  pts = np.asarray(joints, np.float64)[np.asarray(visible) > 0, :2]
+  if len(pts) == 0:
+    raise ValueError("joint_box: no visible joint")
+  (left, top), (right, bottom) = pts.min(axis=0), pts.max(axis=0)
+  w, h = right - left, bottom - top
+  if w <= 0 or h <= 0:
+    raise ValueError(f"joint_box: the visible joints span an empty box ({w} x {h})")
+  if w > aspect_ratio * h:
+    h = w / aspect_ratio
+  elif w < aspect_ratio * h:
+    w = h * aspect_ratio
+  return np.array([(left + right) * 0.5, (top + bottom) * 0.5]), np.array([w, h]) * padding

@@ -12,7 +12,8 @@ called.
 * ``n_mpjpe``: error after a per-frame least-squares scale.
 * ``mean_velocity_error`` (MPJVE): error of the first time derivative.
 
-The protocols per action (``protocol_metrics``, ``protocol_report``): per sequence
+The protocols per action (``protocol_metrics``, ``protocol_report``; ``protocol_table`` and
+``summary_lines`` also print the image-based 3D results): per sequence
 ``frame_errors`` / ``velocity_error`` (``sequence_errors``), grouped by action and
 weighted by frames as ``run.py``'s ``evaluate()`` weights them, reported in millimeters
 with ``run.py``'s printed lines.
@@ -320,15 +321,20 @@ def protocol_actions(metrics: Mapping[str, float]) -> list[str]:
   return sorted(k.split("/", 1)[1] for k in metrics if k.startswith("MPJPE/"))
 
 
-def protocol_report(metrics: Mapping[str, float], *, flip_test: bool, header: str = "") -> str:
-  """A table of ``protocol_metrics`` followed by the lines VideoPose3D's ``run.py`` prints.
+def protocol_table(metrics: Mapping[str, float], *, header: str = "",
+                   average: str = "action-wise average") -> list[str]:
+  """The lines of a markdown table of the protocols present in ``metrics`` (per action,
+  then ``Average``) and the mean-pose baseline line when ``metrics`` has one.
 
-  Per action ``----<action>----``, ``Test time augmentation: ...``, the four
-  ``Protocol #k Error (...): <value> mm`` lines and ``----------``, then the four
-  action-wise averages rounded as ``run.py`` rounds them (0.1 mm, 0.01 mm for MPJVE).
+  Args:
+    metrics: ``protocol_metrics``-style results (``"MPJPE"``, ``"MPJPE/<action>"``, ...,
+      millimeters); protocols it lacks are left out (the image-based 3D methods report
+      protocols #1 and #2 only).
+    header: an optional first line.
+    average: how the ``Average`` row was taken (said in the baseline line).
   """
   actions = protocol_actions(metrics)
-  names = [name for name, _, _ in PROTOCOLS]
+  names = [name for name, _, _ in PROTOCOLS if name in metrics]
   width = max([len(a) for a in actions] + [len("Average")])
   lines = [header] if header else []
   lines.append(f"| {'Action':<{width}} | " + " | ".join(f"{n:>7}" for n in names) + " |")
@@ -339,8 +345,25 @@ def protocol_report(metrics: Mapping[str, float], *, flip_test: bool, header: st
         f"{v:7.2f}" if n == "MPJVE" else f"{v:7.1f}" for n, v in zip(names, values)) + " |")
   if BASELINE_METRIC in metrics:
     lines.append(f"mean-pose baseline (the training set's mean root-relative pose): MPJPE "
-                 f"{metrics[BASELINE_METRIC]:.1f} mm (action-wise average)")
-  for action in actions:
+                 f"{metrics[BASELINE_METRIC]:.1f} mm ({average})")
+  return lines
+
+
+def summary_lines(metrics: Mapping[str, float]) -> list[str]:
+  """``Protocol #1 Error (MPJPE): 64.55 mm`` for each protocol present in ``metrics``
+  (values to 0.01 mm): how a 3D result that is one number per protocol ends."""
+  return [f"{label}: {metrics[name]:.2f} mm" for name, label, _ in PROTOCOLS if name in metrics]
+
+
+def protocol_report(metrics: Mapping[str, float], *, flip_test: bool, header: str = "") -> str:
+  """A table of ``protocol_metrics`` followed by the lines VideoPose3D's ``run.py`` prints.
+
+  Per action ``----<action>----``, ``Test time augmentation: ...``, the four
+  ``Protocol #k Error (...): <value> mm`` lines and ``----------``, then the four
+  action-wise averages rounded as ``run.py`` rounds them (0.1 mm, 0.01 mm for MPJVE).
+  """
+  lines = protocol_table(metrics, header=header)
+  for action in protocol_actions(metrics):
     lines.append(f"----{action}----")
     lines.append(f"Test time augmentation: {bool(flip_test)}")
     lines += [f"{label}: {metrics[f'{name}/{action}']!r} mm" for name, label, _ in PROTOCOLS]

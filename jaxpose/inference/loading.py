@@ -137,9 +137,15 @@ def _training_checkpoint_path(path: str, checkpoint: str | int | None) -> str:
 
 
 def inference_task(config: ml_collections.ConfigDict) -> tuple[base.Task, kp.KeypointSet]:
-  """The config's task built for inference only, with its dataset's keypoint set."""
-  keypoint_set = datasets.dataset(config.data.dataset).keypoints
+  """The config's task built for inference only, with its dataset's keypoint set.
+
+  Raises:
+    ModelSpecError: the method cannot run on users' images (``Task.predict_unsupported``).
+  """
   cls = tasks_lib.task_class(config.task)
+  if cls.predict_unsupported:
+    raise ModelSpecError(f"task {config.task!r}: {cls.predict_unsupported}")
+  keypoint_set = datasets.dataset(config.data.dataset).keypoints
   try:
     task = cls.from_config(config, keypoint_set=keypoint_set)
   except TypeError as e:
@@ -213,6 +219,9 @@ def load_model(spec: str | os.PathLike, *,
   if config is None:
     return _load_without_config(path, spec, dtype, original_args)
   full = load_config(config)
+  unsupported = tasks_lib.task_class(full.task).predict_unsupported
+  if unsupported:  # before reading any weights
+    raise ModelSpecError(f"model {spec}: {unsupported}")
   cfg = weights.model_config(full)
   if dtype:
     cfg = cfg.replace(dtype=dtype)

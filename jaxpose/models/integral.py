@@ -51,6 +51,8 @@ class IntegralConfig(ModelConfig):
     with_bias_end: ``DeconvHead(with_bias_end=)``: True (as ``get_pose_net`` builds it) ends
       with a biased convolution; False with an unbiased convolution + BatchNorm + ReLU.
     in_channels: image channels (``network.input_channel``).
+    backbone_width: channels of the ResNet stem and first stage (64 in every released
+      model; narrower trunks are jaxpose's CPU quickstart variant).
     dtype: compute dtype ('float32' or 'bfloat16'); params stay float32.
   """
   name: ClassVar[str] = "integral"
@@ -63,11 +65,13 @@ class IntegralConfig(ModelConfig):
   final_conv_kernel: int = 1
   with_bias_end: bool = True
   in_channels: int = 3
+  backbone_width: int = 64
   dtype: str = "float32"
 
   def __post_init__(self):
     resnet_spec(self.num_layers)  # raises ValueError naming the valid depths
-    for field in ("num_joints", "depth_dim", "num_deconv_filters", "in_channels"):
+    for field in ("num_joints", "depth_dim", "num_deconv_filters", "in_channels",
+                  "backbone_width"):
       if getattr(self, field) < 1:
         raise ValueError(f"IntegralConfig.{field} must be >= 1, got {getattr(self, field)}")
     if self.num_deconv_layers < 0:
@@ -120,7 +124,7 @@ class IntegralPoseNet(nnx.Module):
 
   def __init__(self, config: IntegralConfig, *, rngs: nnx.Rngs):
     block, _ = resnet_spec(config.num_layers)
-    trunk_channels = 512 * EXPANSION[block]
+    trunk_channels = 8 * config.backbone_width * EXPANSION[block]
     if config.num_deconv_layers == 0 and config.num_deconv_filters != trunk_channels:
       raise ValueError(
           f"IntegralConfig: without deconvolutions the final conv reads the backbone's "
@@ -130,7 +134,8 @@ class IntegralPoseNet(nnx.Module):
     self.config = config
     dtype = layers.as_dtype(config.dtype)
     std = layers.normal_init(0.001)
-    self.backbone = ResNet(config.num_layers, in_channels=config.in_channels, dtype=dtype,
+    self.backbone = ResNet(config.num_layers, in_channels=config.in_channels,
+                           width=config.backbone_width, dtype=dtype,
                            kernel_init=std, rngs=rngs)
     n = config.num_deconv_layers
     self.deconv_layers = DeconvLayers(

@@ -106,16 +106,21 @@ class ResNet(nnx.Module):
     out_channels: channels of the stride-32 output (512 for 18/34, 2048 for 50/101/152).
   """
 
-  def __init__(self, num_layers: int = 50, *, in_channels: int = 3, dtype=None,
+  def __init__(self, num_layers: int = 50, *, in_channels: int = 3, width: int = 64, dtype=None,
                kernel_init=layers.kaiming_normal_fan_out, rngs: nnx.Rngs):
+    """``width``: channels of the stem and of layer1's blocks (64 in torchvision; the
+    later stages double it); a narrower trunk is not an original architecture (used by
+    the CPU quickstarts)."""
     block_name, counts = resnet_spec(num_layers)
     block = BLOCKS[block_name]
+    if width < 1:
+      raise ValueError(f"ResNet width must be >= 1, got {width}")
     self.in_channels = in_channels
-    self.conv1 = layers.Conv(in_channels, 64, 7, strides=2, padding=3, use_bias=False,
+    self.conv1 = layers.Conv(in_channels, width, 7, strides=2, padding=3, use_bias=False,
                              dtype=dtype, kernel_init=kernel_init, rngs=rngs)
-    self.bn1 = layers.BatchNorm(64, dtype=dtype)
-    channels = 64
-    for index, (planes, count) in enumerate(zip((64, 128, 256, 512), counts)):
+    self.bn1 = layers.BatchNorm(width, dtype=dtype)
+    channels = width
+    for index, (planes, count) in enumerate(zip((width, 2 * width, 4 * width, 8 * width), counts)):
       stride = 1 if index == 0 else 2
       blocks = []
       for b in range(count):

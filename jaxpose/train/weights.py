@@ -39,7 +39,9 @@ def initial_model(config: ml_collections.ConfigDict,
     (the task's) renames the checkpoint's keys first (e.g. torchvision -> MSPN names).
   * 'checkpoint': every weight from ``init.path`` (a jaxpose training workdir or
     checkpoint, a ``jaxpose.convert`` directory or a ``.pth`` of the same architecture;
-    see ``load_weights``).
+    see ``load_weights``); with ``init.partial`` the checkpoint may lack parts of the
+    model, which keep their fresh initialisation (a training stage that adds a head, as
+    PyTorch's ``load_state_dict(strict=False)``).
 
   Raises:
     ValueError: unknown ``init.kind``.
@@ -51,7 +53,7 @@ def initial_model(config: ml_collections.ConfigDict,
   if kind == "scratch":
     return models.build_model(cfg, seed=seed)
   if kind == "checkpoint":
-    return load_weights(path, cfg)
+    return load_weights(path, cfg, partial=bool(config.init.get("partial", False)), seed=seed)
   state_dict = convert.load_state_dict(path).state_dict
   if imagenet_transform is not None:
     state_dict = imagenet_transform(state_dict)
@@ -86,9 +88,10 @@ def check_init(config: ml_collections.ConfigDict) -> tuple[str, str]:
   return kind, path
 
 
-def load_weights(path: str, cfg) -> nnx.Module:
+def load_weights(path: str, cfg, partial: bool = False, seed: int = 0) -> nnx.Module:
   """All weights of ``cfg``'s model from a jaxpose training checkpoint, a converter
-  directory or a ``.pth`` file.
+  directory or a ``.pth`` file (``partial``: the weights it has; the rest keep the fresh
+  initialisation of ``seed``; every shape must still agree).
 
   A training checkpoint (``checkpoint.training_checkpoint``: a workdir -- its best
   checkpoint, else its latest --, its ``best/`` or ``checkpoints/`` directory, or one step
@@ -101,9 +104,16 @@ def load_weights(path: str, cfg) -> nnx.Module:
   """
   found = ckpt_lib.training_checkpoint(path)
   if found is not None:
-    model = models.build_model(cfg, seed=0)
-    ckpt_lib.restore_train_variables(*found, model)
-    logger.info("loaded the weights of step %d from %s", found[1], found[0])
+    model = models.build_model(cfg, seed=seed)
+    missing = ckpt_lib.restore_train_variables(*found, model, allow_missing=partial)
+    logger.info("loaded the weights of step %d from %s%s", found[1], found[0],
+                f"; {len(missing)} variables it lacks keep their fresh initialisation "
+                f"(e.g. {missing[0]})" if missing else "")
+    return model
+  if partial:
+    model, _, report = convert.convert_file(path, cfg, allow_partial=True, seed=seed)
+    logger.info("loaded %d tensors from %s; %d variables keep their fresh initialisation",
+                len(report.assigned), path, len(report.missing))
     return model
   if os.path.isdir(path):
     if not os.path.isfile(os.path.join(path, convert.CONFIG_FILE)):

@@ -3,12 +3,15 @@
 ``TASKS`` is the one explicit table from ``config.task`` to the task class;
 ``make_task(config)`` builds the run's task. The interface every task implements, with
 each method's contract, is ``base.Task``; ``topdown.TopDownTask`` is what the top-down 2D
-methods share, ``lifting.LiftingTask`` what the 2D -> 3D lifters share.
+methods share, ``image3d.Image3DTask`` what the image-based 3D ones share,
+``lifting.LiftingTask`` what the 2D -> 3D lifters share.
 
 | ``config.task`` | class | methods |
 |---|---|---|
 | ``'heatmap'`` | ``heatmap.HeatmapTask`` | HRNet, SimpleBaseline |
 | ``'mspn'`` | ``mspn.MSPNTask`` | MSPN |
+| ``'integral'`` | ``integral.IntegralTask`` | integral regression (image-based 3D) |
+| ``'hg3d'`` | ``hg3d.HG3DTask`` | pytorch-pose-hg-3d (weakly-supervised 3D) |
 | ``'videopose3d'`` | ``videopose3d.VideoPose3DTask`` | VideoPose3D (supervised, semi-supervised) |
 | ``'rie'`` | ``rie.RIETask`` | Pose3D-RIE (three training stages) |
 
@@ -20,6 +23,8 @@ import ml_collections
 
 from jaxpose.train.tasks import base
 from jaxpose.train.tasks.heatmap import HeatmapTask
+from jaxpose.train.tasks.hg3d import HG3DTask
+from jaxpose.train.tasks.integral import IntegralTask
 from jaxpose.train.tasks.mspn import MSPNTask
 from jaxpose.train.tasks.rie import RIETask
 from jaxpose.train.tasks.videopose3d import VideoPose3DTask
@@ -27,6 +32,8 @@ from jaxpose.train.tasks.videopose3d import VideoPose3DTask
 TASKS: dict[str, type[base.Task]] = {
     "heatmap": HeatmapTask,
     "mspn": MSPNTask,
+    "integral": IntegralTask,
+    "hg3d": HG3DTask,
     "videopose3d": VideoPose3DTask,
     "rie": RIETask,
 }

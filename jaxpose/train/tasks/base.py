@@ -134,8 +134,11 @@ class Task:
 
   Attributes:
     config: the run's ``ml_collections.ConfigDict``.
+    predict_unsupported: None when ``jaxpose predict`` / ``jaxpose export`` can run the
+      method on users' images, else the one-line reason they refuse its models.
   """
   config: ml_collections.ConfigDict
+  predict_unsupported: str | None = None
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> "Task":

@@ -1,0 +1,1 @@
+"""Human3.6M images builder (see h36m_images.py)."""

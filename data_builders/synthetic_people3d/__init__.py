@@ -1,0 +1,1 @@
+"""Synthetic 3D people builder (see synthetic_people3d.py)."""
