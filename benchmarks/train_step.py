@@ -1,6 +1,7 @@
-r"""Throughput of the jitted, sharded train step of every released training config.
+r"""Throughput of the jitted, sharded train step, against a PyTorch peer in the same process.
 
-    python -m benchmarks.train_step                          # all configs, fp32 and bf16
+    python -m benchmarks.train_step                     # quickstart, HRNet-w32, SimpleBaseline-50
+    python -m benchmarks.train_step --configs all --dtypes float32,bfloat16 --no_peer
     python -m benchmarks.train_step --configs hrnet_coco,quickstart --batch_per_device 8
     python -m benchmarks.train_step --configs quickstart_3d,videopose3d_h36m:frames=81 \
         --windows_per_device 256 --dtypes float32
@@ -9,23 +10,37 @@ r"""Throughput of the jitted, sharded train step of every released training conf
 Each config's model, loss, optimizer and mesh are built exactly as ``launch.py`` builds
 them (``config[:arg]`` selects a variant, e.g. ``hrnet_coco:w=48,size=384x288``), at the
 config's real input size, on random data of the right shapes. Prints steps/s, images/s,
-compile time and achieved TFLOP/s (XLA cost analysis of the whole step: forward,
+compile time and achieved GFLOP/s (XLA cost analysis of the whole step: forward,
 backward, optimizer update). The lifters (VideoPose3D, Pose3D-RIE) get their own table:
 sequences/s (training windows, each ``receptive field + stride - 1`` input frames) and
 frames/s (predicted output frames), with their per-step hyper-parameters (BatchNorm
 momentum; the semi-supervised branch from its first epoch on).
+
+Where ``torch`` is installed and the config's model has a peer (``benchmarks/_torch_peers.py``;
+SimpleBaseline and HRNet with the heatmap task, whose loss is ``JointsMSELoss`` with target
+weights), the peer gets jaxpose's initial weights (``jaxpose.convert.export_state_dict``) and
+runs the step the original training scripts run: train-mode forward, the same loss, backward
+and ``torch.optim.Adam`` at the config's learning rate, on the same (normalised) batch, with
+the same thread count. Both start from the same synthetic weights (``benchmarks/inference.py``
+``synthetic_weights``: O(1) outputs) and the first step's losses are compared (``loss
+diff``: relative; this checks the peer's architecture in train mode). The two alternate in
+blocks of steps and the medians are reported (``ratio``: PyTorch's step time / jaxpose's).
+On a shared machine set ``OMP_WAIT_POLICY=passive`` (see ``benchmarks/inference.py``).
 """
 from __future__ import annotations
 
 import argparse
 import functools
 import importlib
+import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import _timing
-from jaxpose import datasets
+from benchmarks import inference as inference_benchmark
+from jaxpose import convert, datasets, models
 from jaxpose.train import optim, state as state_lib, tasks
 from jaxpose.train.tasks import base, lifting
 
@@ -37,6 +52,7 @@ CONFIGS = ("quickstart", "hrnet_coco", "hrnet_coco:w=48", "hrnet_coco:size=384x2
            "rie_h36m:stage=3,lfd=512",
            "quickstart_3d_image", "integral_h36m", "integral_h36m:challenge",
            "hg3d_h36m:stage=1", "hg3d_h36m:stage=3")
+DEFAULT_CONFIGS = ("quickstart", "hrnet_coco", "simplebaseline_coco")
 
 
 LIFTER_CONFIGS = ("quickstart_3d", "videopose3d_h36m", "rie_h36m")
@@ -66,7 +82,7 @@ def _topdown_batch(config, batch: int, rs: np.random.RandomState) -> dict[str, n
     labels = rs.rand(batch, len(config.data.mspn_kernels), hh, hw, k).astype(np.float32) * 255
     return {"labels": labels, "valid": rs.randint(0, 3, (batch, k)).astype(np.float32)}
   return {"target": rs.rand(batch, hh, hw, k).astype(np.float32),
-          "target_weight": np.ones((batch, k), np.float32)}
+          "target_weight": rs.randint(0, 2, (batch, k)).astype(np.float32)}
 
 
 def _integral_batch(config, batch: int, rs: np.random.RandomState) -> dict[str, np.ndarray]:
@@ -102,8 +118,8 @@ def random_batch(config, batch: int) -> dict[str, np.ndarray]:
   return {"image": images, **TARGETS[config.task](config, batch, rs)}
 
 
-def benchmark(spec: str, dtype: str, batch_per_device: int, repeats: int) -> dict:
-  """One config's train step at ``batch_per_device`` examples (images or windows)."""
+def build_case(spec: str, dtype: str, batch_per_device: int) -> dict:
+  """Everything one benchmark row needs: config, task, model, jitted step, state, batch."""
   config = load_config(spec)
   config.unlock()
   config.train.dtype = dtype
@@ -114,7 +130,8 @@ def benchmark(spec: str, dtype: str, batch_per_device: int, repeats: int) -> dic
     config.eval.boxes = "gt"  # the task checks a detection file it would need
   task = tasks.make_task(config)
   is_lifter = isinstance(task, lifting.LiftingTask)
-  model = task.init_model()
+  # Synthetic weights with O(1) outputs, so that the peer's loss check compares real work.
+  model = inference_benchmark.synthetic_weights(task.init_model())
   train_def, _, params, batch_stats = state_lib.split_model(model)
   # Past the first epoch: the lifters' semi-supervised branch is on.
   plan = base.Schedule(steps_per_epoch=1, total_steps=1000)
@@ -125,54 +142,139 @@ def benchmark(spec: str, dtype: str, batch_per_device: int, repeats: int) -> dic
   phase = task.step_phase(10, plan)
   loss = task.loss if phase is None else functools.partial(task.loss, phase=phase)
   step = state_lib.make_train_step(train_def, loss, tx, lambda s: task.step_hparams(s, plan))
-  example = task.example_batch(batch) if is_lifter else random_batch(config, batch)
-  data = state_lib.global_batch(example, mesh)
+  host_batch = task.example_batch(batch) if is_lifter else random_batch(config, batch)
+  data = state_lib.global_batch(host_batch, mesh)
   jitted = jax.jit(step, in_shardings=(state_lib.replicated(mesh), state_lib.batch_sharding(mesh)),
                    out_shardings=(state_lib.replicated(mesh), state_lib.replicated(mesh)))
-  r = _timing.compile_and_time(lambda s, b: jitted(s, b), (train_state, data), repeats=repeats)
-  row = {"config": spec, "dtype": dtype, "batch": batch, "compile_s": r["compile_s"],
-         "steps_s": 1 / r["step_s"], "tflops_s": r["flops"] / 1e12 / r["step_s"]}
-  if is_lifter:
+  return dict(config=config, task=task, is_lifter=is_lifter, model=model, jitted=jitted,
+              state=train_state, data=data, host_batch=host_batch, batch=batch)
+
+
+def jitted_case(spec: str, dtype: str, batch_per_device: int):
+  """``(jitted train step, (state, batch))`` of config ``spec`` (for the profiler)."""
+  case = build_case(spec, dtype, batch_per_device)
+  return case["jitted"], (case["state"], case["data"])
+
+
+def make_peer(config, model, task, host_batch):
+  """``step() -> loss`` of the PyTorch peer on this batch, or None (no torch, no peer)."""
+  try:
+    import torch
+    from benchmarks import _torch_peers
+  except ImportError:
+    return None
+  cfg = models.model_config(config.model)
+  if (cfg.name not in ("pose_resnet", "pose_hrnet") or config.task != "heatmap"
+      or config.get("loss", {}).get("ohkm", False)):
+    return None
+  torch.set_num_threads(inference_benchmark.torch_threads())
+  peer = _torch_peers.build(cfg, convert.export_state_dict(model, cfg)).train()
+  opt = torch.optim.Adam(peer.parameters(), lr=float(config.optim.lr))
+  images = np.asarray(task.preprocess(jnp.asarray(host_batch["image"])), np.float32)
+  x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+  target = torch.from_numpy(np.ascontiguousarray(host_batch["target"].transpose(0, 3, 1, 2)))
+  weight = torch.from_numpy(host_batch["target_weight"])[:, :, None, None]
+
+  def step() -> float:
+    opt.zero_grad()
+    out = peer(x)
+    loss = 0.5 * torch.mean(torch.square((out - target) * weight))  # JointsMSELoss
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+  return step
+
+
+def benchmark(spec: str, dtype: str, batch_per_device: int, rounds: int, per_block: int,
+              peer: bool) -> dict:
+  """One config's train step at ``batch_per_device`` examples (images or windows)."""
+  case = build_case(spec, dtype, batch_per_device)
+  config, state, data, batch = case["config"], case["state"], case["data"], case["batch"]
+  start = time.perf_counter()
+  compiled = case["jitted"].lower(state, data).compile()
+  compile_s = time.perf_counter() - start
+  calls = {"jaxpose": lambda: jax.block_until_ready(compiled(state, data))}
+  row = {"config": spec, "dtype": dtype, "batch": batch, "compile_s": compile_s}
+  torch_step = None
+  if peer and dtype == "float32" and not case["is_lifter"]:
+    torch_step = make_peer(config, case["model"], case["task"], case["host_batch"])
+  if torch_step is not None:
+    ours = float(compiled(state, data)[1]["loss"])
+    theirs = torch_step()
+    row["loss_diff"] = f"{abs(ours - theirs) / abs(theirs):.1e}"
+    calls["torch"] = torch_step
+  med = inference_benchmark.alternate(calls, rounds, per_block)
+  step_s = med["jaxpose"]
+  row.update(ms=1e3 * step_s, steps_s=1 / step_s,
+             gflops_s=_timing.flops_of(compiled) / 1e9 / step_s)
+  if "torch" in med:
+    row.update(torch_images_s=batch / med["torch"], ratio=med["torch"] / step_s)
+  if case["is_lifter"]:
     stride = int(config.data.stride)
-    return {**row, "lifter": True, "input": f"{task.receptive_field + stride - 1} frames",
-            "sequences_s": batch / r["step_s"], "frames_s": batch * stride / r["step_s"]}
+    return {**row, "lifter": True,
+            "input": f"{case['task'].receptive_field + stride - 1} frames",
+            "sequences_s": batch / step_s, "frames_s": batch * stride / step_s}
   h, w = config.data.input_size
-  return {**row, "lifter": False, "input": f"{h}x{w}", "images_s": batch / r["step_s"]}
+  return {**row, "lifter": False, "input": f"{h}x{w}", "images_s": batch / step_s}
 
 
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--configs", default=",".join(CONFIGS))
-  parser.add_argument("--dtypes", default="float32,bfloat16")
-  parser.add_argument("--batch_per_device", type=int, default=32,
-                      help="images per device (2D configs)")
+  parser.add_argument("--configs", default=",".join(DEFAULT_CONFIGS),
+                      help=f"comma-separated specs, or 'all' ({', '.join(CONFIGS)})")
+  parser.add_argument("--dtypes", default="float32")
+  parser.add_argument("--batch_per_device", type=int, default=None,
+                      help="images per device (2D configs); default: 4 on a CPU (as the "
+                      "PyTorch comparison), else 32")
   parser.add_argument("--windows_per_device", type=int, default=256,
                       help="training windows per device (lifter configs)")
-  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--no_peer", dest="peer", action="store_false",
+                      help="skip the PyTorch peer")
+  parser.add_argument("--device", default=None, help="JAX platform, e.g. gpu or cpu")
+  parser.add_argument("--peak_tflops", type=float, default=None,
+                      help="the device's peak TFLOP/s for the compute dtype: adds a model FLOPs "
+                      "utilisation column (e.g. 989 for an H100/H200 SXM in bfloat16)")
+  parser.add_argument("--rounds", type=int, default=3)
+  parser.add_argument("--per_block", type=int, default=2)
   args = parser.parse_args(argv)
+  if args.device:
+    jax.config.update("jax_platforms", args.device)
+  images_per_device = args.batch_per_device or (4 if jax.default_backend() == "cpu" else 32)
+  specs = CONFIGS if args.configs == "all" else split_specs(args.configs)
   rows = []
-  for spec in split_specs(args.configs):
+  for spec in specs:
     lifter = spec.split(":")[0] in LIFTER_CONFIGS
     for dtype in args.dtypes.split(","):
-      per_device = args.windows_per_device if lifter else args.batch_per_device
-      rows.append(benchmark(spec, dtype, per_device, args.repeats))
+      per_device = args.windows_per_device if lifter else images_per_device
+      rows.append(benchmark(spec, dtype, per_device, args.rounds, args.per_block, args.peer))
       unit = "sequences_s" if lifter else "images_s"
-      print(f"  {spec} {dtype}: {rows[-1][unit]:.1f} {unit[:-2]}/s", flush=True)
+      print(f"  {spec} {dtype}: {rows[-1][unit]:.2f} {unit[:-2]}/s"
+            + (f", PyTorch {rows[-1]['torch_images_s']:.2f}" if "ratio" in rows[-1] else ""),
+            flush=True)
   print(f"\ntrain step (forward + backward + update), {_timing.device_description()}, "
-        f"jax {jax.__version__}\n")
+        f"jax {jax.__version__}, {inference_benchmark.torch_threads()} threads\n")
   common = [("config", "config", ""), ("input", "input", ""), ("dtype", "compute", ""),
             ("batch", "global batch", "d"), ("compile_s", "compile (s)", ".1f"),
-            ("steps_s", "steps/s", ".3f")]
+            ("ms", "ms / step", ".0f")]
+  mfu = []
+  if args.peak_tflops:
+    for row in rows:
+      row["mfu"] = row["gflops_s"] / 1e3 / args.peak_tflops
+    mfu = [("mfu", f"MFU (of {args.peak_tflops:g} TFLOP/s)", ".1%")]
   images = [r for r in rows if not r["lifter"]]
   if images:
-    _timing.print_table(images, common + [("images_s", "images/s", ".1f"),
-                                          ("tflops_s", "TFLOP/s", ".3f")])
+    columns = common + [("images_s", "images/s", ".2f"), ("gflops_s", "GFLOP/s", ".1f")] + mfu
+    if any("ratio" in r for r in images):
+      columns += [("torch_images_s", "PyTorch images/s", ".2f"), ("ratio", "ratio", ".2f"),
+                  ("loss_diff", "loss diff", "")]
+    _timing.print_table(images, columns)
   windows = [r for r in rows if r["lifter"]]
   if windows:
     print("\nlifters (global batch in windows)\n" if images else "")
     _timing.print_table(windows, common + [("sequences_s", "sequences/s", ".1f"),
                                            ("frames_s", "frames/s", ".1f"),
-                                           ("tflops_s", "TFLOP/s", ".3f")])
+                                           ("gflops_s", "GFLOP/s", ".1f")] + mfu)
 
 
 if __name__ == "__main__":

@@ -292,14 +292,16 @@ def test_bad_inputs_are_reported_and_the_rest_processed(val_data, tmp_path):
 
 
 def _save_workdir(loaded, workdir: str, steps=(5, 9)) -> None:
-  """A training workdir holding ``loaded``'s weights at ``steps`` (and best = the first)."""
+  """A training workdir holding ``loaded``'s weights at ``steps`` (and best = the first),
+  from its source file (``loaded.model`` is the inference path: BatchNorms folded)."""
   import ml_collections
   from jaxpose import checkpoint as ckpt_lib
   from jaxpose.train import loop, state as state_lib, tasks
   config = loaded.config
   task = tasks.task_class(config.task).from_config(config, keypoint_set=loaded.keypoint_set)
   mesh = state_lib.make_mesh()
-  _, _, state, _, _ = loop._train_state(task, loaded.model, loop.Schedule(1, 1), mesh, 0)
+  model = task.load_model(loaded.source)
+  _, _, state, _, _ = loop._train_state(task, model, loop.Schedule(1, 1), mesh, 0)
   checkpointer = ckpt_lib.TrainCheckpointer(workdir, async_save=False, best_metric="AP")
   for step in steps:
     checkpointer.save(step, state, {}, {})
@@ -308,7 +310,6 @@ def _save_workdir(loaded, workdir: str, steps=(5, 9)) -> None:
   checkpointer.close()
   with open(os.path.join(workdir, "config.json"), "w") as f:
     f.write(ml_collections.ConfigDict(config).to_json_best_effort())
-  loaded.model.eval()
 
 
 @pytest.mark.slow  # 25-85 s on 2 contended cores

@@ -14,7 +14,11 @@ missing or empty fixture folder is a failure, never a skip. For every ``models/*
    file and writes an Orbax checkpoint, which is loaded back from disk;
 3. the Flax model runs on the stored inputs and every stored output (including
    ``derived_from`` outputs and MSPN's ``aux_outputs``) is compared with a tolerance of
-   ``TOLERANCE_FACTOR`` x the fixture's ``fp32_vs_fp64_max_abs`` for that output;
+   ``TOLERANCE_FACTOR`` x the fixture's ``fp32_vs_fp64_max_abs`` for that output; so do,
+   with the same tolerance, the inference path (``jaxpose.models.inference.
+   prepare_for_inference``: BatchNorms folded into convolutions) and each entry point
+   that takes it: ``load_model`` (``jaxpose predict`` / ``export``) and the training loop's
+   evaluation step (``--mode=eval``), each checked to have folded the BatchNorms;
 4. the legacy-format conversion must give bit-identical variables.
 
 For every ``functions/*.json`` each case runs through the checker for that function
@@ -23,16 +27,21 @@ For every ``functions/*.json`` each case runs through the checker for that funct
 from __future__ import annotations
 
 import json
+import types
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
+from flax import nnx
 
 from jaxpose import checkpoint
 from jaxpose import convert
 from jaxpose.codecs import integral as integral_codec
+from jaxpose.inference import loading
+from jaxpose.models import inference, layers
+from jaxpose.train import loop, state as state_lib
 from tests.conformance import fixtures, functions_2d, functions_3d, synth_weights
 
 FIXTURE_DIRS = fixtures.fixture_dirs()
@@ -102,6 +111,12 @@ def _run_videopose3d(model, inputs):
 
 def _run_rie(model, inputs):
   return {"output": np.asarray(model(inputs["input"])["poses"])}
+
+
+def _model_input_shape(family: str, inputs: Mapping[str, np.ndarray]) -> tuple[int, ...]:
+  """The shape of the model's own input (NHWC images, (N, T, J, 2) keypoints)."""
+  x = inputs["input"]
+  return tuple(x.shape) if family in ("videopose3d", "rie") else _nhwc(x).shape
 
 
 RUNNERS: dict[str, Callable] = {
@@ -229,13 +244,53 @@ def _flat_variables(model) -> dict[str, np.ndarray]:
   return {jax.tree_util.keystr(p): np.asarray(v) for p, v in flat}
 
 
+class _EvalStepModel:
+  """``model`` called the way the training loop's evaluation step calls it
+  (``loop.make_predict_fns``: jitted, its traced parameters folded inside the step; the
+  batch-sharded variant, ``sharded=True``, runs rows as micro-batches on one device), for a
+  task whose ``predict`` is a plain call of the model (or of ``single_frame``)."""
+
+  def __init__(self, model, sharded: bool):
+    _, self.eval_def, self.params, self.batch_stats = state_lib.split_model(nnx.clone(model))
+    self.mesh = state_lib.make_mesh()
+    self.sharded = sharded
+
+  def _run(self, method: str | None, x):
+    call = (lambda m, x: m(x)) if method is None else (lambda m, x: getattr(m, method)(x))
+    fns = loop.make_predict_fns(self.eval_def, types.SimpleNamespace(predict=call), self.mesh)
+    return fns[0 if self.sharded else 1](self.params, self.batch_stats, np.asarray(x))
+
+  def __call__(self, x):
+    return self._run(None, x)
+
+  def single_frame(self, x):
+    return self._run("single_frame", x)
+
+
+def _loaded_for_inference(family: str, out_dir: Path, model, inputs) -> object:
+  """The model as ``jaxpose predict`` / ``jaxpose export`` get it: ``load_model`` on the
+  converted directory (lifters need no jaxpose config); a 2D model needs the jaxpose
+  config of its training run, so it goes through the loader's own preparation step with
+  a task whose ``predict`` is the plain call at the fixture's input size."""
+  if family in loading.LIFTER_FAMILIES:
+    return loading.load_model(out_dir).model
+  x = _nhwc(inputs["input"])
+  task = types.SimpleNamespace(spec=types.SimpleNamespace(input_size=x.shape[1:3]),
+                               predict=lambda m, images: m(images.astype(np.float32)))
+  return loading._prepare_for_inference(nnx.clone(model), model.config, task)
+
+
+def _folded_count(model) -> int:
+  return sum(isinstance(m, layers.BatchNorm) and m.folded for _, m in nnx.iter_modules(model))
+
+
 def _model_params():
   return [pytest.param(p, id=test_id, marks=pytest.mark.slow)
           for test_id, p in fixtures.discover("models", FIXTURE_DIRS)]
 
 
 @pytest.mark.parametrize("fixture_path", _model_params())
-def test_model_fixture(fixture_path: Path, tmp_path: Path):
+def test_model_fixture(fixture_path: Path, tmp_path: Path, monkeypatch):
   manifest = synth_weights.load_manifest(fixtures.require(fixture_path))
   arrays = np.load(fixture_path.with_suffix(".npz"))
   family = manifest["family"]
@@ -261,24 +316,42 @@ def test_model_fixture(fixture_path: Path, tmp_path: Path):
 
   model.eval()
   inputs = {name: arrays[name] for name in manifest["inputs"]}
-  raw = RUNNERS[family](model, inputs)
+  prepared = inference.prepare_for_inference(model, _model_input_shape(family, inputs))
+  folded = _folded_count(prepared)
+  assert folded > 0, f"{fixture_path.name}: the inference path folded no BatchNorm"
+  loaded = _loaded_for_inference(family, out_dir, model, inputs)
+  assert _folded_count(loaded) == folded, "load_model (predict, export) is not the folded path"
+  traced_folds = []
+  fold = inference.fold_batch_norm
+  monkeypatch.setattr(inference, "fold_batch_norm",
+                      lambda conv, bn: traced_folds.append(bn) or fold(conv, bn))
   expected = {**manifest["outputs"], **manifest.get("aux_outputs", {})}
   noise = manifest["fp32_vs_fp64_max_abs"]
-  for name, spec in expected.items():
-    if "derived_from" in spec:
-      # ``derived_from.output`` names (or describes) the raw output it was computed from.
-      source = spec["derived_from"].get("output")
-      ours = _derive(spec["derived_from"], raw[source if source in raw else "output"])
-    else:
-      assert name in raw, f"{fixture_path.name}: jaxpose produced no output {name!r}"
-      ours = raw[name]
-    want = arrays[name]
-    assert ours.shape == want.shape, f"{name}: shape {ours.shape} != {want.shape}"
-    tol = TOLERANCE_FACTOR * noise[name]
-    err = float(np.max(np.abs(ours.astype(np.float64) - want)))
-    print(f"{fixture_path.stem}/{name}: max |diff| {err:.3g} = {err / noise[name]:.2f} x "
-          f"fp32-vs-fp64 noise (allowed {TOLERANCE_FACTOR:g} x)")  # pytest -s shows it
-    assert err <= tol, f"{fixture_path.stem}/{name}: max |diff| {err:.3g} > {tol:.3g}"
+  paths = (("model", model), ("inference path", prepared), ("load_model", loaded),
+           ("evaluation step", _EvalStepModel(model, sharded=True)),
+           ("evaluation step, replicated", _EvalStepModel(model, sharded=False)))
+  for path, runnable in paths:
+    traced_folds.clear()
+    raw = RUNNERS[family](runnable, inputs)
+    if path.startswith("evaluation step"):  # the jitted step folds its traced parameters
+      assert len(traced_folds) >= folded, (
+          f"{fixture_path.name}: the {path} folded {len(traced_folds)} BatchNorms, the "
+          f"inference path {folded}")
+    for name, spec in expected.items():
+      if "derived_from" in spec:
+        # ``derived_from.output`` names (or describes) the raw output it was computed from.
+        source = spec["derived_from"].get("output")
+        ours = _derive(spec["derived_from"], raw[source if source in raw else "output"])
+      else:
+        assert name in raw, f"{fixture_path.name}: jaxpose produced no output {name!r}"
+        ours = raw[name]
+      want = arrays[name]
+      assert ours.shape == want.shape, f"{name}: shape {ours.shape} != {want.shape}"
+      tol = TOLERANCE_FACTOR * noise[name]
+      err = float(np.max(np.abs(ours.astype(np.float64) - want)))
+      print(f"{fixture_path.stem}/{name} ({path}): max |diff| {err:.3g} = {err / noise[name]:.2f} "
+            f"x fp32-vs-fp64 noise (allowed {TOLERANCE_FACTOR:g} x)")  # pytest -s shows it
+      assert err <= tol, f"{fixture_path.stem}/{name} ({path}): max |diff| {err:.3g} > {tol:.3g}"
 
 
 @pytest.mark.parametrize("fixture_path,case", _function_cases())

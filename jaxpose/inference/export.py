@@ -1,7 +1,10 @@
 """``jaxpose export``: a model's inference function as a file other programs can run.
 
 ``export_model(spec, out_dir, fmt)`` writes the eval forward of a 2D model or a lifter,
-its weights baked in as constants, with a symbolic batch dimension:
+its weights baked in as constants, with a symbolic batch dimension. The forward is the
+inference path ``load_model`` returns (BatchNorms folded into their convolutions: fewer
+operations, same outputs within float rounding); it is not micro-batched, since the batch
+is symbolic and the artifact may run on any backend:
 
 * ``stablehlo``: ``out_dir/model.stablehlo``, serialized by ``jax.export`` (StableHLO
   with its calling convention). Load and call it with JAX alone, no jaxpose model code::

@@ -18,9 +18,10 @@ config the model was trained with (``config='configs/hrnet_coco.py:w=32'``, a
 (their input is normalised screen coordinates); what their weights cannot show (the 2D
 keypoint layout they take) is asked for by ``jaxpose.inference.lifting``.
 
-Every model is returned in eval mode. Inference speed-ups that change the module (e.g.
-BatchNorm folding) belong in ``load_model`` (see ``_prepare_for_inference``), so that
-``jaxpose predict``, ``jaxpose export`` and the Python API all get them.
+Every model is returned in eval mode on the inference path (``_prepare_for_inference``:
+BatchNorms folded into their convolutions, ``jaxpose.models.inference``), so that
+``jaxpose predict``, ``jaxpose export`` and the Python API all get it; such a model is for
+inference only.
 """
 from __future__ import annotations
 
@@ -30,12 +31,15 @@ import os
 import sys
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
 from jaxpose import checkpoint as ckpt_lib
 from jaxpose import convert, datasets, fileio
 from jaxpose.data import keypoints as kp
+from jaxpose.models import inference
 from jaxpose.train import tasks as tasks_lib
 from jaxpose.train import weights
 from jaxpose.train.tasks import base
@@ -54,7 +58,7 @@ class LoadedModel:
   """A model ready for inference.
 
   Attributes:
-    model: the ``nnx.Module`` in eval mode.
+    model: the ``nnx.Module`` in eval mode, BatchNorms folded (inference only).
     model_config: its ``ModelConfig`` (architecture).
     config: the whole jaxpose config (``model``, ``task``, ``data``, ``eval``) for 2D
       models; None for a lifter loaded without one.
@@ -150,11 +154,24 @@ def inference_task(config: ml_collections.ConfigDict) -> tuple[base.Task, kp.Key
   return task, keypoint_set
 
 
-def _prepare_for_inference(model: nnx.Module) -> nnx.Module:
-  """Eval mode. The place for inference-only rewrites of the module (BatchNorm folding,
-  faster layers) once they exist: every inference path loads through here."""
+def _prepare_for_inference(model: nnx.Module, model_config: Any,
+                           task: base.Task | None = None) -> nnx.Module:
+  """The inference path of ``model`` (``jaxpose.models.inference.prepare_for_inference``:
+  eval mode, every BatchNorm fed by a convolution folded into it): every inference path
+  (``predict``, ``export``, the Python API) loads through here.
+
+  A 2D model is traced the way its task calls it (``task.predict`` on one uint8 crop of
+  the task's input size), a lifter on one window of its receptive field.
+  """
   model.eval()
-  return model
+  if task is not None:
+    h, w = task.spec.input_size
+    return inference.prepare_for_inference(
+        model, jax.ShapeDtypeStruct((1, h, w, 3), jnp.uint8), call=task.predict)
+  shape = (1, int(model.receptive_field),
+           int(getattr(model_config, "num_joints_in", kp.H36M_NUM_JOINTS)),
+           int(getattr(model_config, "in_features", 2)))
+  return inference.prepare_for_inference(model, shape)
 
 
 def load_model(spec: str | os.PathLike, *,
@@ -210,9 +227,10 @@ def load_model(spec: str | os.PathLike, *,
     cfg = cfg.replace(dtype=dtype)
   model = weights.load_weights(path, cfg)
   if cfg.name in LIFTER_FAMILIES:
-    return LoadedModel(_prepare_for_inference(model), cfg, full, None, None, path)
+    return LoadedModel(_prepare_for_inference(model, cfg), cfg, full, None, None, path)
   task, keypoint_set = inference_task(full)
-  return LoadedModel(_prepare_for_inference(model), cfg, full, task, keypoint_set, path)
+  return LoadedModel(_prepare_for_inference(model, cfg, task), cfg, full, task, keypoint_set,
+                     path)
 
 
 def _load_without_config(path: str, spec, dtype: str | None, original_args: str | None
@@ -229,4 +247,4 @@ def _load_without_config(path: str, spec, dtype: str | None, original_args: str 
         f"model {spec}: holds a {cfg.name} model but not how its input is preprocessed "
         "(input size, RGB/BGR, mean/std, flip test, decoding); pass the jaxpose config it "
         "was trained with, e.g. --config configs/hrnet_coco.py")
-  return LoadedModel(_prepare_for_inference(model), cfg, None, None, None, path)
+  return LoadedModel(_prepare_for_inference(model, cfg), cfg, None, None, None, path)

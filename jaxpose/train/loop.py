@@ -41,6 +41,7 @@ from tqdm import tqdm
 
 from jaxpose import checkpoint as ckpt_lib
 from jaxpose import fileio
+from jaxpose.models import inference
 from jaxpose.train import guards, multihost, state as state_lib, summary, validation
 from jaxpose.train import tasks as tasks_lib
 from jaxpose.train.multihost import maybe_initialize_distributed  # noqa: F401 (launch.py)
@@ -123,14 +124,25 @@ def _train_state(task: base.Task, model: nnx.Module, plan: Schedule, mesh: Mesh,
 
 def make_predict_fns(eval_def: nnx.GraphDef, task: base.Task, mesh: Mesh):
   """Jitted ``(params, batch_stats, inputs) -> task.predict(model, inputs)``: batch-sharded
-  and replicated variants."""
+  and replicated variants.
 
-  def predict(params, batch_stats, inputs):
-    return task.predict(nnx.merge(eval_def, params, batch_stats), inputs)
+  Both take the inference path (``jaxpose.models.inference.fast_call``): the traced
+  parameters' BatchNorms folded into their convolutions inside the step. The batch-sharded
+  one, whose rows are independent by definition, runs its rows as micro-batches on a
+  one-device mesh (``inference.micro_batch_size``); the replicated one (whole sequences,
+  whose leading axis need not be independent rows) runs as one call.
+  """
+
+  def predict_fn(micro_batch):
+    def predict(params, batch_stats, inputs):
+      model = nnx.merge(eval_def, params, batch_stats)
+      return inference.fast_call(model, task.predict, micro_batch)(inputs)
+    return predict
 
   rep, rows = state_lib.replicated(mesh), state_lib.batch_sharding(mesh)
-  sharded = jax.jit(predict, in_shardings=(rep, rep, rows), out_shardings=rows)
-  whole = jax.jit(predict, in_shardings=(rep, rep, rep), out_shardings=rep)
+  micro_batch = inference.micro_batch_size() if mesh.size == 1 else None
+  sharded = jax.jit(predict_fn(micro_batch), in_shardings=(rep, rep, rows), out_shardings=rows)
+  whole = jax.jit(predict_fn(None), in_shardings=(rep, rep, rep), out_shardings=rep)
   return sharded, whole
 
 

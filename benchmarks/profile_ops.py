@@ -1,0 +1,103 @@
+r"""Where the time of one jitted forward or train step goes, per XLA operation.
+
+    python -m benchmarks.profile_ops --model hrnet_w32_256x192 --batch 32
+    python -m benchmarks.profile_ops --train simplebaseline_coco --batch 4 --top 25
+
+Compiles the function, runs it under ``jax.profiler.trace`` and sums the time of every
+executed XLA operation (thunk) over the traced calls. Each row shows the op's share of the
+step, its kind (``convolution``, ``convolution-base-dilated`` = a convolution whose input is
+dilated, i.e. a transposed convolution or the input gradient of a strided one, ``ynn_fusion``
+= a fusion run by XNNPACK, ...) and the optimized-HLO line that defines it (shapes, window).
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import glob
+import gzip
+import json
+import os
+import re
+import tempfile
+
+import jax
+import numpy as np
+
+
+def hlo_lines(compiled) -> dict[str, str]:
+  """Instruction name -> its optimized-HLO line (all computations)."""
+  lines = {}
+  for line in compiled.as_text().splitlines():
+    match = re.match(r"\s*(?:ROOT )?%?([\w.\-]+) = (.*)", line)
+    if match:
+      lines.setdefault(match.group(1), match.group(2))
+  return lines
+
+
+def op_times(compiled, args, calls: int) -> dict[str, float]:
+  """Microseconds per call of each executed op, from a profiler trace of ``calls`` calls."""
+  with tempfile.TemporaryDirectory() as logdir:
+    with jax.profiler.trace(logdir, create_perfetto_trace=True):
+      for _ in range(calls):
+        jax.block_until_ready(compiled(*args))
+    path = glob.glob(os.path.join(logdir, "**", "*.trace.json.gz"), recursive=True)[0]
+    with gzip.open(path) as f:
+      trace = json.load(f)
+  events = trace["traceEvents"] if isinstance(trace, dict) else trace
+  names = set(hlo_lines(compiled))
+  times: dict[str, float] = collections.defaultdict(float)
+  for event in events:
+    if event.get("ph") == "X" and event["name"] in names:
+      times[event["name"]] += event["dur"] / calls
+  return times
+
+
+def kind(name: str) -> str:
+  return re.sub(r"\.\d+$", "", name)
+
+
+def report(compiled, args, calls: int, top: int, wall_ms: float) -> None:
+  times = op_times(compiled, args, calls)
+  lines = hlo_lines(compiled)
+  total = sum(times.values())
+  print(f"\nops traced: {1e-3 * total:.1f} ms per call (wall {wall_ms:.1f} ms)\n")
+  by_kind: dict[str, float] = collections.defaultdict(float)
+  for name, t in times.items():
+    by_kind[kind(name)] += t
+  print("| op kind | ms / call | share |\n|---|---|---|")
+  for k, t in sorted(by_kind.items(), key=lambda kv: -kv[1])[:top]:
+    print(f"| {k} | {1e-3 * t:.1f} | {100 * t / total:.1f}% |")
+  print("\n| op | ms / call | share | HLO |\n|---|---|---|---|")
+  for name, t in sorted(times.items(), key=lambda kv: -kv[1])[:top]:
+    print(f"| {name} | {1e-3 * t:.2f} | {100 * t / total:.1f}% | `{lines[name][:220]}` |")
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  what = parser.add_mutually_exclusive_group(required=True)
+  what.add_argument("--model", help="a benchmarks.inference RELEASED name (eval forward)")
+  what.add_argument("--train", help="a benchmarks.train_step config spec (train step)")
+  parser.add_argument("--batch", type=int, default=1)
+  parser.add_argument("--dtype", default="float32")
+  parser.add_argument("--calls", type=int, default=3)
+  parser.add_argument("--top", type=int, default=20)
+  args = parser.parse_args(argv)
+  if args.model:
+    from benchmarks import inference
+    fn, fn_args = inference.jitted_case(args.model, args.batch, args.dtype)
+  else:
+    from benchmarks import train_step
+    fn, fn_args = train_step.jitted_case(args.train, args.dtype, args.batch)
+  compiled = fn.lower(*fn_args).compile()
+  jax.block_until_ready(compiled(*fn_args))
+  import time
+  walls = []
+  for _ in range(args.calls):
+    t = time.perf_counter()
+    jax.block_until_ready(compiled(*fn_args))
+    walls.append(time.perf_counter() - t)
+  report(compiled, fn_args, args.calls, args.top, 1e3 * float(np.median(walls)))
+
+
+if __name__ == "__main__":
+  main()

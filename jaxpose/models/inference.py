@@ -1,0 +1,306 @@
+"""The fastest correct inference path of a jaxpose model.
+
+Training keeps the model exactly as the original defines it; inference may compute the same
+function differently. ``prepare_for_inference`` returns an eval-mode copy of a model in which
+
+* every BatchNorm directly fed by a convolution (or linear layer) is folded into it (kernel
+  scaled per output channel, bias ``beta + (b - mean) * gamma / sqrt(var + eps)``, computed
+  in float64 and stored in the parameter dtype): exact up to float rounding.
+
+Where it is used (no switch: every inference entry point takes this path):
+``jaxpose.train.loop.make_predict_fns`` (the evaluation step of training and
+``--mode=eval``: folds the traced parameters inside the jitted step, micro-batched on a
+one-device mesh), ``jaxpose.inference.loading.load_model`` (``jaxpose predict``, the Python
+API and ``jaxpose export``, whose artifacts are the folded function; the predictor
+micro-batches its device calls).
+
+``forward_fn`` turns a (prepared) model into a pure ``(state, inputs) -> outputs`` function
+for ``jax.jit`` that runs a large batch as a sequence of micro-batches (``jax.lax.map``)
+where that is faster: activations of a micro-batch stay in the CPU caches (large CPU
+batches are memory-bound: HRNet's high-resolution branches, VideoPose3D's 243-frame
+sequences). ``micro_batch_size`` holds the measured choice per platform. Nothing here
+changes a model's outputs beyond float rounding (``tests/test_reference.py`` runs the
+conformance fixtures through this path and through each entry point).
+
+Usage (a fixed model: fold once, outside ``jax.jit``)::
+
+    fast = inference.prepare_for_inference(model, (1, 256, 192, 3))
+    forward, state = inference.forward_fn(fast, output="heatmaps")
+    heatmaps = jax.jit(forward)(state, images)
+
+Inside a jitted step whose parameters change between calls (the evaluation during
+training), the same call folds the traced parameters on every call (cheap next to a batch);
+``call`` traces the model the way the task uses it::
+
+    def step(params, batch_stats, images):
+      model = nnx.merge(eval_def, params, batch_stats)
+      return inference.fast_call(model, task.predict)(images)
+
+bfloat16 inference: ``prepare_for_inference(..., compute_dtype="bfloat16")``.
+"""
+from __future__ import annotations
+
+import collections
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import jax.extend.core as jax_core
+import numpy as np
+from flax import nnx
+
+from jaxpose.models import layers
+
+Array = jax.Array
+ConvLayer = layers.Conv | layers.ConvTranspose | layers.Linear  # kernel [..., C_out]
+
+
+def _example_inputs(example: Sequence[int] | Any, dtype) -> Any:
+  """A shape (of one model input) or a pytree of ``jax.ShapeDtypeStruct`` -> the latter."""
+  if isinstance(example, (tuple, list)) and all(isinstance(d, (int, np.integer)) for d in example):
+    return jax.ShapeDtypeStruct(tuple(int(d) for d in example), dtype)
+  return example
+
+
+def _call_model(model: nnx.Module, inputs: Any) -> Any:
+  return model(inputs)
+
+
+def conv_batch_norm_pairs(model: nnx.Module, input_shape: Sequence[int] | Any,
+                          input_dtype=jnp.float32,
+                          call: Callable[[nnx.Module, Any], Any] | None = None,
+                          ) -> list[tuple[ConvLayer, layers.BatchNorm]]:
+  """The ``(conv, batch_norm)`` pairs of ``model`` (conv: a ``Conv``, ``ConvTranspose`` or
+  ``Linear``) whose BatchNorm only ever normalises that layer's output, and whose output
+  nothing else reads.
+
+  Found by tracing ``call(model, inputs)`` (default ``model(inputs)``) on inputs of
+  ``input_shape`` (a shape, of dtype ``input_dtype``, or a pytree of
+  ``jax.ShapeDtypeStruct``), with ``jax.make_jaxpr`` and the layers' values tagged
+  (``layers.recording_calls``): a pair qualifies when every output of every call of the
+  conv has exactly one reader, the input of a call of the BatchNorm, and every call of the
+  BatchNorm reads such an output. A layer the call does not reach is left alone. The model
+  must be in eval mode.
+  """
+  call = call or _call_model
+  with layers.recording_calls() as calls:
+    jaxpr = jax.make_jaxpr(lambda x: call(model, x))(
+        _example_inputs(input_shape, input_dtype)).jaxpr
+  tagged = {}  # tag -> (tagged value, value before tagging)
+  readers: dict = collections.defaultdict(list)  # value -> equations reading it
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == "name":
+      tagged[eqn.params["name"]] = (eqn.outvars[0], eqn.invars[0])
+    for var in eqn.invars:
+      if isinstance(var, jax_core.Var):
+        readers[var].append(eqn)
+  returned = {v for v in jaxpr.outvars if isinstance(v, jax_core.Var)}
+  producer = {}  # conv output value -> conv module
+  conv_ok: dict[int, bool] = {}
+  for module, role, tag in calls:
+    if role != "output":
+      continue
+    value = tagged[tag][0] if tag in tagged else None
+    ok = value is not None and value not in returned and len(readers[value]) == 1 and (
+        readers[value][0].primitive.name == "name")
+    conv_ok[id(module)] = conv_ok.get(id(module), True) and ok
+    if value is not None:
+      producer[value] = module
+  pairs: dict[int, tuple] = {}
+  bn_ok: dict[int, bool] = {}
+  for module, role, tag in calls:
+    if role != "input":
+      continue
+    conv = producer.get(tagged[tag][1]) if tag in tagged else None
+    ok = conv is not None and pairs.get(id(module), (conv,))[0] is conv
+    bn_ok[id(module)] = bn_ok.get(id(module), True) and ok
+    if ok:
+      pairs[id(module)] = (conv, module)
+  # A conv feeding two BatchNorms (or one twice via different calls) is rejected by the
+  # single-reader rule; a BatchNorm reading two convs by the same-conv rule.
+  return [(conv, bn) for key, (conv, bn) in pairs.items()
+          if bn_ok[key] and conv_ok[id(conv)] and _feeds_only(conv, bn, calls, tagged, readers)]
+
+
+def _feeds_only(conv, bn, calls, tagged, readers) -> bool:
+  """Every output of ``conv`` is read by the tagged input of a call of ``bn``."""
+  bn_inputs = {tag for module, role, tag in calls if module is bn and role == "input"}
+  for module, role, tag in calls:
+    if module is conv and role == "output":
+      reader = readers[tagged[tag][0]][0]
+      if reader.params["name"] not in bn_inputs:
+        return False
+  return True
+
+
+def fold_batch_norm(conv: ConvLayer, bn: layers.BatchNorm) -> None:
+  """Folds eval-mode ``bn`` into ``conv`` in place and marks it folded.
+
+  Concrete variables are folded in float64 (numpy); traced ones (inside ``jax.jit``, e.g.
+  an evaluation step that folds its parameters on every call) in at least float32.
+  """
+  values = [conv.kernel[...], bn.scale[...], bn.bias[...], bn.mean[...], bn.var[...]]
+  if conv.bias is not None:
+    values.append(conv.bias[...])
+  dtype = values[0].dtype
+  if any(isinstance(v, jax.core.Tracer) for v in values):
+    xp, calc = jnp, jnp.promote_types(dtype, jnp.float32)
+  else:
+    xp, calc = np, np.float64
+  kernel, scale, beta, mean, var = (xp.asarray(v, calc) for v in values[:5])
+  bias = xp.asarray(values[5], calc) if conv.bias is not None else xp.zeros(kernel.shape[-1], calc)
+  a = scale / xp.sqrt(var + bn.epsilon)
+  conv.kernel.set_value(jnp.asarray(kernel * a, dtype))
+  conv.bias = nnx.data(nnx.Param(jnp.asarray((bias - mean) * a + beta, dtype)))  # was None?
+  bn.folded = True
+
+
+def fold_batch_norms(model: nnx.Module, input_shape: Sequence[int] | Any,
+                     input_dtype=jnp.float32,
+                     call: Callable[[nnx.Module, Any], Any] | None = None) -> int:
+  """Folds every qualifying BatchNorm of eval-mode ``model`` (in place); returns the count.
+  ``input_shape``, ``input_dtype``, ``call``: as ``conv_batch_norm_pairs``."""
+  pairs = conv_batch_norm_pairs(model, input_shape, input_dtype, call)
+  for conv, bn in pairs:
+    fold_batch_norm(conv, bn)
+  return len(pairs)
+
+
+def with_compute_dtype(model: nnx.Module, dtype: str) -> nnx.Module:
+  """A copy of ``model``'s variables in the same architecture computing in ``dtype``
+  ('bfloat16', ...), in eval mode.
+
+  Parameters stay as they are (float32); every layer casts them to ``dtype`` when it runs,
+  as a model built with ``config.dtype = dtype`` does.
+  """
+  from jaxpose import models  # the family table imports this package
+  layers.as_dtype(dtype)
+  graphdef, _ = nnx.split(models.abstract_model(model.config.replace(dtype=dtype)))
+  result = nnx.merge(graphdef, nnx.state(nnx.clone(model)))
+  result.eval()
+  return result
+
+
+def prepare_for_inference(model: nnx.Module, input_shape: Sequence[int] | Any,
+                          input_dtype=jnp.float32, compute_dtype: str | None = None,
+                          call: Callable[[nnx.Module, Any], Any] | None = None
+                          ) -> nnx.Module:
+  """An eval-mode copy of ``model`` computing the same outputs (up to rounding), faster.
+
+  Args:
+    model: any jaxpose model with concrete (not abstract) variables; left unchanged.
+    input_shape: the shape of one model input (e.g. ``(1, 256, 192, 3)``; the batch size
+      does not matter), used to trace which layers feed which; or, with ``call``, a pytree
+      of ``jax.ShapeDtypeStruct`` of ``call``'s inputs.
+    input_dtype: the input's dtype.
+    compute_dtype: e.g. ``'bfloat16'``: compute in that dtype (parameters stay float32,
+      outputs float32). None keeps the model's own ``config.dtype``. bfloat16 is faster on
+      CPUs with AVX512_BF16/AMX and on GPUs, at an accuracy cost measured by
+      ``benchmarks/bf16_accuracy.py``.
+    call: ``(model, inputs) -> anything``: how the caller uses the model (e.g. a task's
+      ``predict``: preprocessing, flip test), traced to find what to fold; default
+      ``model(inputs)``.
+
+  Returns:
+    The prepared copy, in eval mode. Not for training: its BatchNorms are folded away.
+  """
+  prepared = with_compute_dtype(model, compute_dtype) if compute_dtype else nnx.clone(model)
+  prepared.eval()
+  fold_batch_norms(prepared, input_shape, input_dtype, call)
+  return prepared
+
+
+def batch_of_one(inputs: Any) -> Any:
+  """``jax.ShapeDtypeStruct`` of one item of ``inputs`` (arrays or a pytree of arrays with a
+  leading batch axis): the example ``prepare_for_inference`` traces with."""
+  return jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct((1, *a.shape[1:]), a.dtype),
+                                inputs)
+
+
+def fast_call(model: nnx.Module, call: Callable[[nnx.Module, Any], Any],
+              micro_batch: int | None | str = "auto") -> Callable[[Any], Any]:
+  """``inputs -> call(model, inputs)`` through the inference path, for use inside ``jax.jit``
+  (e.g. an evaluation step whose parameters are traced): the model folded the way ``call``
+  uses it (``prepare_for_inference``) on the first call's input shapes, the batch run as
+  micro-batches (``"auto"``: ``micro_batch_size()``)."""
+  if micro_batch == "auto":
+    micro_batch = micro_batch_size()
+
+  def run(inputs: Any) -> Any:
+    fast = prepare_for_inference(model, batch_of_one(inputs), call=call)
+    return micro_batched(lambda x: call(fast, x), micro_batch)(inputs)
+
+  return run
+
+
+# ----------------------------------------------------------------------------------------
+# Micro-batching
+# ----------------------------------------------------------------------------------------
+
+def micro_batch_size(platform: str | None = None) -> int | None:
+  """The micro-batch ``forward_fn`` uses by default on ``platform`` (default backend).
+
+  CPU: one item per core pair (1 on 2 cores). Measured on a 2-core CPU (4 MiB L2 per core),
+  batch 32, speed-up over the whole batch at once (BatchNorms folded in all cases), for
+  micro-batches of 1 / 2 / 4 / 8: HRNet-w32 1.11 / - / 1.06 / 1.06, SimpleBaseline-50
+  1.13 / 1.31 / 1.32 / 1.24, MSPN-2stg 1.47 / 1.34 / 1.01 / 1.00, VideoPose3D-243
+  1.60 / 1.39 / 1.14 / 1.09 (contended machine): a micro-batch's activations stay in the
+  caches. Larger CPUs get proportionally larger micro-batches to keep every core busy (not
+  measured). Other platforms (GPU, TPU): None, the whole batch.
+  """
+  if (platform or jax.default_backend()) != "cpu":
+    return None
+  return max(1, len(os.sched_getaffinity(0)) // 2)
+
+
+def micro_batched(apply: Callable[[Array], Any], micro_batch: int | None
+                  ) -> Callable[[Array], Any]:
+  """``apply`` run over consecutive ``micro_batch``-sized slices of the batch axis.
+
+  The slices run one after the other (``jax.lax.map``); a remainder that does not fill a
+  micro-batch runs as one more call. Inputs and outputs: arrays, or pytrees of arrays, with
+  a leading batch axis; outputs are concatenated back. ``micro_batch`` None or >= the
+  batch: ``apply`` itself.
+  """
+  if micro_batch is not None and micro_batch < 1:
+    raise ValueError(f"micro_batch must be >= 1 or None, got {micro_batch}")
+  tree_map = jax.tree_util.tree_map
+
+  def run(x: Any):
+    n = jax.tree_util.tree_leaves(x)[0].shape[0]
+    if micro_batch is None or n <= micro_batch:
+      return apply(x)
+    full = (n // micro_batch) * micro_batch
+    chunks = tree_map(lambda a: a[:full].reshape(n // micro_batch, micro_batch, *a.shape[1:]), x)
+    out = jax.lax.map(apply, chunks)
+    out = tree_map(lambda y: y.reshape(full, *y.shape[2:]), out)
+    if full == n:
+      return out
+    rest = apply(tree_map(lambda a: a[full:], x))
+    return tree_map(lambda a, b: jnp.concatenate([a, b]), out, rest)
+
+  return run
+
+
+def forward_fn(model: nnx.Module, micro_batch: int | None | str = "auto",
+               output: str | None = None) -> tuple[Callable[[Any, Array], Any], Any]:
+  """``(forward, state)``: the pure function ``forward(state, x) -> model(x)`` for ``jax.jit``.
+
+  Args:
+    model: a (prepared) model; its current mode (eval) is kept.
+    micro_batch: ``"auto"`` (``micro_batch_size()``), None (whole batch) or a size.
+    output: return only this entry of the model's output dict (e.g. ``"heatmaps"``), so
+      that XLA drops what computes nothing else (MSPN's earlier stages' heatmaps).
+  """
+  if micro_batch == "auto":
+    micro_batch = micro_batch_size()
+  graphdef, state = nnx.split(model)
+
+  def forward(state, x: Array):
+    module = nnx.merge(graphdef, state)
+    apply = module if output is None else (lambda x: module(x)[output])
+    return micro_batched(apply, micro_batch)(x)
+
+  return forward, nnx.as_pure(state)
