@@ -5,7 +5,7 @@ r"""Quickstart: a small HRNet learns the embedded ``synthetic_people`` dataset o
 
 Builds ``synthetic_people`` (procedural, no download; ~2900 training and ~380 validation
 persons) on first use, trains ``PoseHRNetConfig.small(blocks=1)`` (HRNet's four branches
-of widths 16/32/64/128 behind a light 32-wide stem) on 128x96 crops for about 8 minutes
+of widths 16/32/64/128 behind a light 32-wide stem) on 128x96 crops for about 9 minutes
 on 2 CPU cores, evaluates with the COCO evaluator on ground-truth boxes with flip test
 after epochs 4, 8 and 12 and prints the AP table. Expected: COCO AP about 0.54 (>= 0.5;
 README.md has the measured curve).
