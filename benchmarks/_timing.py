@@ -1,6 +1,7 @@
 """Shared helpers of the benchmark scripts: compile, time, count FLOPs, print tables."""
 from __future__ import annotations
 
+import argparse
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -55,3 +56,24 @@ def print_table(rows: list[dict[str, Any]], columns: Sequence[tuple[str, str, st
 def device_description() -> str:
   d = jax.devices()[0]
   return f"{jax.device_count()} x {d.platform.upper()} ({getattr(d, 'device_kind', d.platform)})"
+
+
+def add_comparison_args(parser: argparse.ArgumentParser, *, rounds: int) -> None:
+  """The options the PyTorch-comparing scripts share: the peer, the platform, MFU's peak
+  and the alternating blocks (``--rounds`` blocks of ``--per_block`` calls each)."""
+  parser.add_argument("--no_peer", dest="peer", action="store_false",
+                      help="skip the PyTorch peer")
+  parser.add_argument("--device", default=None, help="JAX platform, e.g. gpu or cpu")
+  parser.add_argument("--peak_tflops", type=float, default=None,
+                      help="the device's peak TFLOP/s for the compute dtype: adds a model FLOPs "
+                      "utilisation column (e.g. 989 for an H100/H200 SXM in bfloat16)")
+  parser.add_argument("--rounds", type=int, default=rounds)
+  parser.add_argument("--per_block", type=int, default=2)
+
+
+def parse_comparison_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+  """Parses ``argv`` and selects the JAX platform ``--device`` names (before any JAX work)."""
+  args = parser.parse_args(argv)
+  if args.device:
+    jax.config.update("jax_platforms", args.device)
+  return args

@@ -237,17 +237,8 @@ def main(argv=None) -> None:
                       help="'auto' (inference.micro_batch_size()), 'none' or a size")
   parser.add_argument("--compare_plain", action="store_true",
                       help="also time the plain path (model as converted, whole batch)")
-  parser.add_argument("--no_peer", dest="peer", action="store_false",
-                      help="skip the PyTorch peer")
-  parser.add_argument("--device", default=None, help="JAX platform, e.g. gpu or cpu")
-  parser.add_argument("--peak_tflops", type=float, default=None,
-                      help="the device's peak TFLOP/s for the compute dtype: adds a model FLOPs "
-                      "utilisation column (e.g. 989 for an H100/H200 SXM in bfloat16)")
-  parser.add_argument("--rounds", type=int, default=5)
-  parser.add_argument("--per_block", type=int, default=2)
-  args = parser.parse_args(argv)
-  if args.device:
-    jax.config.update("jax_platforms", args.device)
+  _timing.add_comparison_args(parser, rounds=5)
+  args = _timing.parse_comparison_args(parser, argv)
   rows = []
   for name in args.models.split(","):
     if name not in RELEASED:

@@ -229,17 +229,8 @@ def main(argv=None) -> None:
                       "PyTorch comparison), else 32")
   parser.add_argument("--windows_per_device", type=int, default=256,
                       help="training windows per device (lifter configs)")
-  parser.add_argument("--no_peer", dest="peer", action="store_false",
-                      help="skip the PyTorch peer")
-  parser.add_argument("--device", default=None, help="JAX platform, e.g. gpu or cpu")
-  parser.add_argument("--peak_tflops", type=float, default=None,
-                      help="the device's peak TFLOP/s for the compute dtype: adds a model FLOPs "
-                      "utilisation column (e.g. 989 for an H100/H200 SXM in bfloat16)")
-  parser.add_argument("--rounds", type=int, default=3)
-  parser.add_argument("--per_block", type=int, default=2)
-  args = parser.parse_args(argv)
-  if args.device:
-    jax.config.update("jax_platforms", args.device)
+  _timing.add_comparison_args(parser, rounds=3)
+  args = _timing.parse_comparison_args(parser, argv)
   images_per_device = args.batch_per_device or (4 if jax.default_backend() == "cpu" else 32)
   specs = CONFIGS if args.configs == "all" else split_specs(args.configs)
   rows = []
