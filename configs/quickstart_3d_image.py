@@ -11,9 +11,9 @@ validation subjects (S9, S11) after epochs 5 and 10: back-projection through the
 with the true root depth, MPJPE per action and overall, the rigid "align" number as
 P-MPJPE, and the mean-pose baseline of the training set.
 
-Measured on the 2-core development machine (other developers' test runs held off, dataset
-build included): 7.8 min wall time; Protocol #1 (MPJPE) 157.2 mm after epoch 5, **151.0 mm** after epoch 10 (P-MPJPE
-115.7 mm) against **205.9 mm** for the mean-pose baseline (README.md has the table).
+Measured on the 2-core development machine (alone on it, dataset already built): 6.0 min
+of training; Protocol #1 (MPJPE) 159.0 mm after epoch 5, **148.7 mm** after epoch 10
+(P-MPJPE 109.2 mm) against **205.9 mm** for the mean-pose baseline (README.md has the table).
 
 Arguments: ``epochs``, ``batch``, ``lr``, ``width`` (deconvolution filters), ``trunk``
 (ResNet-18's first width; 64 is the full network), ``size``
