@@ -98,13 +98,28 @@ def instances(ref: DatasetRef, spec: topdown.SampleSpec, num_keypoints: int, *,
       ``Dataset.person_instances``).
   """
   key = f"{ref.split}_{spec.method}_{spec.aspect_ratio:.6f}_{spec.padding:g}"
-  path = os.path.join(dataset_dir(ref), f"jaxpose_instances_v{INSTANCE_CACHE_VERSION}_{key}.npz")
+  return cached_table(
+      ref, f"jaxpose_instances_v{INSTANCE_CACHE_VERSION}_{key}.npz", topdown.InstanceTable,
+      lambda: read(_annotation_examples(open_source(ref)), spec.method, num_keypoints,
+                   spec.aspect_ratio, spec.padding), "person instances")
+
+
+def cached_table(ref: DatasetRef, file_name: str, table_type, build, what: str):
+  """A table read from a split once and cached as ``file_name`` beside the data.
+
+  Args:
+    ref: the split.
+    file_name: the cache file (name it after a version and whatever the table depends on).
+    table_type: a class with ``load(path)``; its instances have ``save(path)`` and a length.
+    build: ``() -> (table, skipped)``, ``skipped`` counting what was left out by reason.
+    what: what the table's rows are, for the log line.
+  """
+  path = os.path.join(dataset_dir(ref), file_name)
   if os.path.exists(path):
-    return topdown.InstanceTable.load(path)
-  examples = _annotation_examples(open_source(ref))
-  table, skipped = read(examples, spec.method, num_keypoints, spec.aspect_ratio, spec.padding)
-  left_out = ", ".join(f"{k} {v}" for k, v in skipped.items())
-  logger.info("%s[%s]: %d person instances%s", ref.name, ref.split, len(table),
+    return table_type.load(path)
+  table, skipped = build()
+  left_out = ", ".join(f"{k} {v}" for k, v in skipped.items() if v)
+  logger.info("%s[%s]: %d %s%s", ref.name, ref.split, len(table), what,
               f" (left out: {left_out})" if left_out else "")
   tmp = f"{path}.tmp.{os.getpid()}.npz"
   table.save(tmp)

@@ -68,19 +68,13 @@ def normalize(images: jax.Array, mean: Sequence[float], std: Sequence[float],
 
 def people_table(ref: pipeline.DatasetRef, reader: image3d.PeopleReader) -> image3d.PersonTable:
   """The people of a split in its dataset's own joints (cached beside the data)."""
-  path = os.path.join(pipeline.dataset_dir(ref),
-                      f"jaxpose_people3d_v{PEOPLE_CACHE_VERSION}_{ref.split}.npz")
-  if os.path.exists(path):
-    return image3d.PersonTable.load(path)
-  source = pipeline.open_source(ref)
-  table, skipped = reader((i, source[i]) for i in range(len(source)))
-  left_out = ", ".join(f"{k} {v}" for k, v in skipped.items() if v)
-  logger.info("%s[%s]: %d people%s", ref.name, ref.split, len(table),
-              f" (left out: {left_out})" if left_out else "")
-  tmp = f"{path}.tmp.{os.getpid()}.npz"
-  table.save(tmp)
-  os.replace(tmp, path)
-  return table
+  def build():
+    source = pipeline.open_source(ref)
+    return reader((i, source[i]) for i in range(len(source)))
+
+  return pipeline.cached_table(
+      ref, f"jaxpose_people3d_v{PEOPLE_CACHE_VERSION}_{ref.split}.npz", image3d.PersonTable,
+      build, "people")
 
 
 class Image3DTask(base.Task):
