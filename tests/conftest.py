@@ -1,0 +1,40 @@
+"""Session-wide test settings.
+
+One persistent XLA compilation cache per test session. Many tests compile the same programs
+(the quickstart's train and predict steps in every training, resume and multi-process test;
+the same fixture model through several entry points), each in a new ``jax.jit`` or a new
+process. With the cache every distinct program is compiled once per session, by whichever
+test needs it first; the rest load it (the cache key is the program, the compile options and
+the devices, so a hit is the same executable). The folder is created by the controlling
+pytest process before any worker starts, passed on in the environment (to xdist workers
+and to the ``launch.py`` processes tests start) and removed at the end.
+
+``JAX_COMPILATION_CACHE_DIR`` set by the user wins (and is left alone at the end);
+``JAXPOSE_TEST_COMPILATION_CACHE=0`` turns the cache off.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+
+import pytest
+
+_CACHE_ENV = "JAX_COMPILATION_CACHE_DIR"
+_OWNED = "_JAXPOSE_TEST_OWNS_COMPILATION_CACHE"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+  if os.environ.get("JAXPOSE_TEST_COMPILATION_CACHE", "1") == "0":
+    return
+  if not hasattr(config, "workerinput") and not os.environ.get(_CACHE_ENV):
+    os.environ[_CACHE_ENV] = tempfile.mkdtemp(prefix="jaxpose-test-xla-cache-")
+    os.environ[_OWNED] = "1"
+  if "jax" in sys.modules:  # a plugin imported JAX before the environment was set
+    sys.modules["jax"].config.update("jax_compilation_cache_dir", os.environ[_CACHE_ENV])
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+  if not hasattr(config, "workerinput") and os.environ.pop(_OWNED, None):
+    shutil.rmtree(os.environ.pop(_CACHE_ENV), ignore_errors=True)
