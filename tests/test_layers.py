@@ -3,10 +3,12 @@ gradients (float64, so that any difference is a formulation error, not rounding)
 from __future__ import annotations
 
 import itertools
+import re
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 
@@ -103,3 +105,66 @@ def test_pointwise_conv_gradients_equal_dot_general(c_in, c_out):
     for a, b in zip(ours, theirs):
       assert a.shape == b.shape
       np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------
+# materialize: a fusion boundary for residual chains (XLA:CPU)
+# ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_materialize_keeps_values_and_gradients(dtype):
+  x = jnp.asarray(np.random.RandomState(0).standard_normal((2, 5, 4, 3)), dtype)
+  f = lambda m: lambda x: jnp.sum(jnp.sin(m(jnp.cos(x) * 2)).astype(jnp.float32) ** 2)
+  for wrap in (jax.jit, lambda fn: fn):
+    ours = wrap(jax.value_and_grad(f(layers.materialize)))(x)
+    plain = wrap(jax.value_and_grad(f(lambda y: y)))(x)
+    for a, b in zip(ours, plain):
+      np.testing.assert_array_equal(np.asarray(a, np.float32), np.asarray(b, np.float32))
+  inf_first = x.at[0, 0, 0, 0].set(jnp.inf)  # the loop runs twice then: same values
+  grad = jax.jit(jax.grad(lambda x: jnp.sum(layers.materialize(x).astype(jnp.float32) * 3)))
+  np.testing.assert_array_equal(np.asarray(grad(inf_first), np.float32), np.full(x.shape, 3.0))
+  assert jax.grad(lambda x: jnp.sum(layers.materialize(x)))(jnp.zeros((0, 3))).shape == (0, 3)
+
+
+def test_materialize_builds_a_loop_only_where_a_gradient_is_taken():
+  x = jnp.ones((2, 3))
+  forward = jax.jit(lambda x: layers.materialize(jnp.cos(x))).lower(x).compile().as_text()
+  backward = jax.jit(jax.grad(lambda x: jnp.sum(jnp.sin(layers.materialize(jnp.cos(x)))))
+                     ).lower(x).compile().as_text()
+  assert " while(" not in forward and " while(" in backward
+
+
+def _relu_count_of_train_step(blocks: int) -> int:
+  """ReLU (``maximum``) instructions XLA:CPU emits for a training step of ``blocks``
+  residual blocks: one per block and its gradient when nothing is recomputed."""
+  from jaxpose.models import resnet
+  from jaxpose.train import state as state_lib
+
+  class Chain(nnx.Module):
+    def __init__(self):
+      self.blocks = nnx.List([resnet.BasicBlock(8, 8, rngs=nnx.Rngs(i)) for i in range(blocks)])
+
+    def __call__(self, x):
+      for block in self.blocks:
+        x = block(x)
+      return x
+
+  train_def, _, params, batch_stats = state_lib.split_model(Chain())
+  tx = optax.sgd(0.1)
+  step = state_lib.make_train_step(
+      train_def, lambda m, b, rng, hp: (jnp.mean(m(b["x"]) ** 2), {}), tx)
+  state = state_lib.init_train_state(params, batch_stats, tx, 0)
+  batch = {"x": jnp.ones((2, 8, 6, 8), jnp.float32)}
+  text = jax.jit(step).lower(state, batch).compile().as_text()
+  return len(re.findall(r" maximum\(", text))
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="materialize acts on XLA:CPU only")
+def test_residual_chains_are_not_recomputed_in_the_train_step():
+  """Without ``materialize`` every fusion reading a block output recomputes the BatchNorm,
+  add and ReLU of all earlier blocks (measured on 2 cores: 30 ms per block per step with
+  12 blocks, 35 ms with 24; HRNet-w32's kernel-gradient transposes took 43% of its step);
+  with it the emitted ReLUs grow linearly with the depth."""
+  counts = {n: _relu_count_of_train_step(n) for n in (2, 4, 8)}
+  assert counts[8] - counts[4] == 2 * (counts[4] - counts[2]), counts

@@ -330,7 +330,7 @@ class HighResolutionModule(nnx.Module):
               f"expected {tuple(y.shape)}; branch resolutions must halve exactly (input H and "
               "W with ceil(H/4), ceil(W/4) divisible by 2^(branches-1))")
         y = y + term
-      outputs.append(jax.nn.relu(y))
+      outputs.append(layers.materialize(jax.nn.relu(y)))  # read by several branches
     return outputs
 
 

@@ -98,7 +98,7 @@ class Bottleneck(nnx.Module):
     """``[B, H, W, C_in]`` -> ``[B, H/stride, W/stride, 4 * planes]``."""
     out = self.conv_bn_relu3(self.conv_bn_relu2(self.conv_bn_relu1(x)))
     shortcut = x if self.downsample is None else self.downsample(x)
-    return jax.nn.relu(out + shortcut)
+    return layers.materialize(jax.nn.relu(out + shortcut))  # see layers.materialize
 
 
 class ResNetTop(nnx.Module):

@@ -58,7 +58,7 @@ class BasicBlock(nnx.Module):
     out = jax.nn.relu(self.bn1(self.conv1(x)))
     out = self.bn2(self.conv2(out))
     shortcut = x if self.downsample is None else self.downsample[1](self.downsample[0](x))
-    return jax.nn.relu(out + shortcut)
+    return layers.materialize(jax.nn.relu(out + shortcut))  # see materialize
 
 
 class Bottleneck(nnx.Module):
@@ -82,7 +82,7 @@ class Bottleneck(nnx.Module):
     out = jax.nn.relu(self.bn2(self.conv2(out)))
     out = self.bn3(self.conv3(out))
     shortcut = x if self.downsample is None else self.downsample[1](self.downsample[0](x))
-    return jax.nn.relu(out + shortcut)
+    return layers.materialize(jax.nn.relu(out + shortcut))
 
 
 def _projection(in_channels, out_channels, stride, dtype, kernel_init, rngs):
