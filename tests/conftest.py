@@ -12,7 +12,8 @@ compile in 0.1 s or more are kept (JAX's default keeps those over 1 s): a fresh 
 spends ~12 s compiling the ~50 random-initialiser shapes of an HRNet at 0.25 s each, which
 every test that starts ``launch.py`` or builds a model in a subprocess would pay again.
 
-``JAX_COMPILATION_CACHE_DIR`` set by the user wins (and is left alone at the end);
+``JAX_COMPILATION_CACHE_DIR`` set by the user wins (with the user's own size threshold,
+and is left alone at the end);
 ``JAXPOSE_TEST_COMPILATION_CACHE=0`` turns the cache off.
 """
 from __future__ import annotations
@@ -35,12 +36,13 @@ def pytest_configure(config: pytest.Config) -> None:
   if not hasattr(config, "workerinput") and not os.environ.get(_CACHE_ENV):
     os.environ[_CACHE_ENV] = tempfile.mkdtemp(prefix="jaxpose-test-xla-cache-")
     os.environ[_OWNED] = "1"
-  os.environ.setdefault(_MIN_TIME_ENV, "0.1")
-  if "jax" in sys.modules:  # a plugin imported JAX before the environment was set
+    os.environ.setdefault(_MIN_TIME_ENV, "0.1")  # not in a cache the user gave
+  if "jax" in sys.modules and os.environ.get(_CACHE_ENV):  # JAX imported before this ran
     jax_config = sys.modules["jax"].config
     jax_config.update("jax_compilation_cache_dir", os.environ[_CACHE_ENV])
-    jax_config.update("jax_persistent_cache_min_compile_time_secs",
-                      float(os.environ[_MIN_TIME_ENV]))
+    if _MIN_TIME_ENV in os.environ:
+      jax_config.update("jax_persistent_cache_min_compile_time_secs",
+                        float(os.environ[_MIN_TIME_ENV]))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
