@@ -108,6 +108,77 @@ def test_pointwise_conv_gradients_equal_dot_general(c_in, c_out):
 
 
 # ----------------------------------------------------------------------------------------
+# batch_norm_train: the closed-form gradient
+# ----------------------------------------------------------------------------------------
+
+
+def _batch_norm_by_formula(x, scale, bias, epsilon):
+  x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+  axes = tuple(range(x.ndim - 1))
+  mean = jnp.mean(x32, axis=axes)
+  var = jnp.mean(jnp.square(x32 - mean), axis=axes)
+  y = (x32 - mean) * jax.lax.rsqrt(var + epsilon) * scale + bias
+  return y.astype(x.dtype), mean, var
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 4, 6), (7, 2), (2, 9, 1)])
+@pytest.mark.parametrize("use_stats", [False, True])
+def test_batch_norm_train_gradient_equals_the_differentiated_formula(shape, use_stats):
+  """Values and gradients (x, scale, bias) of the custom VJP equal autodiff of the forward
+  formula in float64, with and without cotangents on the returned statistics."""
+  rs = np.random.RandomState(sum(shape))
+  with jax.enable_x64(True):
+    x = jnp.asarray(rs.standard_normal(shape) * 3 + 1)
+    scale = jnp.asarray(rs.uniform(0.5, 1.5, shape[-1]))
+    bias = jnp.asarray(rs.standard_normal(shape[-1]))
+    weights = [jnp.asarray(rs.standard_normal(s)) for s in (shape, shape[-1:], shape[-1:])]
+
+    def loss(fn):
+      def f(x, scale, bias):
+        y, mean, var = fn(x, scale, bias)
+        out = jnp.vdot(jax.nn.relu(y), weights[0])
+        if use_stats:
+          out = out + jnp.vdot(mean, weights[1]) + jnp.vdot(var, weights[2])
+        return out
+      return f
+
+    ours = lambda x, s, b: layers.batch_norm_train(x, s, b, 1e-5, x.dtype)
+    theirs = lambda x, s, b: _batch_norm_by_formula(x, s, b, 1e-5)
+    for a, b in zip(ours(x, scale, bias), theirs(x, scale, bias)):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-12)
+    for wrap in (jax.jit, lambda fn: fn):
+      got = wrap(jax.grad(loss(ours), argnums=(0, 1, 2)))(x, scale, bias)
+      want = jax.grad(loss(theirs), argnums=(0, 1, 2))(x, scale, bias)
+      for a, b in zip(got, want):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-10)
+
+
+def test_batch_norm_layer_trains_in_bfloat16_with_float32_statistics():
+  """bf16 activations: statistics and the gradient's arithmetic in float32, outputs and the
+  input gradient in bf16, parameter gradients in the parameters' float32."""
+  bn = layers.BatchNorm(4, dtype=jnp.bfloat16)
+  x = jnp.asarray(np.random.RandomState(1).standard_normal((6, 3, 4)) * 2 + 5, jnp.bfloat16)
+  y = bn(x)
+  assert y.dtype == jnp.bfloat16 and bn.mean[...].dtype == jnp.float32
+  x32 = x.astype(jnp.float32)
+  np.testing.assert_allclose(np.asarray(bn.mean[...]), 0.1 * np.asarray(x32.mean((0, 1))),
+                             rtol=1e-6)
+  # A cotangent exact in bf16: the only rounding left is the input gradient's, to bf16.
+  w = jnp.asarray(np.random.RandomState(2).standard_normal(x.shape), jnp.bfloat16)
+  w32 = w.astype(jnp.float32)
+  grads = jax.grad(lambda x, s, b: jnp.vdot(
+      layers.batch_norm_train(x, s, b, 1e-5, jnp.bfloat16)[0].astype(jnp.float32), w32),
+      argnums=(0, 1, 2))(x, bn.scale[...], bn.bias[...])
+  assert [g.dtype for g in grads] == [jnp.bfloat16, jnp.float32, jnp.float32]
+  want = jax.grad(lambda x, s, b: jnp.vdot(_batch_norm_by_formula(x, s, b, 1e-5)[0], w32),
+                  argnums=(0, 1, 2))(x32, bn.scale[...], bn.bias[...])
+  for g, v, rtol in zip(grads, want, (1e-2, 1e-5, 1e-6)):
+    np.testing.assert_allclose(np.asarray(g, np.float32), np.asarray(v), rtol=rtol,
+                               atol=rtol * float(jnp.max(jnp.abs(v))))
+
+
+# ----------------------------------------------------------------------------------------
 # materialize: a fusion boundary for residual chains (XLA:CPU)
 # ----------------------------------------------------------------------------------------
 

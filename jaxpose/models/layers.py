@@ -556,6 +556,68 @@ class Linear(nnx.Module):
 # ----------------------------------------------------------------------------------------
 
 
+def _batch_norm_stats(x: Array) -> tuple[Array, Array, Array]:
+  """``(x in at least float32, mean, biased variance)`` over every axis but the last."""
+  x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+  axes = tuple(range(x.ndim - 1))
+  mean = jnp.mean(x32, axis=axes)
+  return x32, mean, jnp.mean(jnp.square(x32 - mean), axis=axes)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def batch_norm_train(x: Array, scale: Array, bias: Array, epsilon: float, out_dtype: Dtype
+                     ) -> tuple[Array, Array, Array]:
+  """Training-mode batch normalisation: ``(y, batch mean, biased batch variance)``.
+
+  ``y = (x - mean) / sqrt(var + epsilon) * scale + bias`` over the last (channel) axis, the
+  statistics in at least float32 over every other axis. The gradient is the closed form
+  PyTorch's ``batch_norm_backward`` uses, ``dx = scale / std * (g - mean(g) - xhat *
+  mean(g * xhat))``: two reductions and one elementwise pass, where differentiating the
+  forward formula leaves XLA several more passes over the activation (measured: forward +
+  backward of BatchNorm + ReLU at [4, 64, 48, 256] 7.9 -> 5.3 ms on the 2-core CPU). The
+  statistics' cotangents (zero in a train step: they only feed the running averages) are
+  added when they are not symbolically zero.
+  """
+  x32, mean, var = _batch_norm_stats(x)
+  inv = jax.lax.rsqrt(var + epsilon) * scale.astype(x32.dtype)
+  return ((x32 - mean) * inv + bias.astype(x32.dtype)).astype(out_dtype), mean, var
+
+
+def _batch_norm_train_fwd(x, scale, bias, epsilon, out_dtype):
+  x, scale, bias = x.value, scale.value, bias.value
+  x32, mean, var = _batch_norm_stats(x)
+  rstd = jax.lax.rsqrt(var + epsilon)
+  y = (x32 - mean) * (rstd * scale.astype(x32.dtype)) + bias.astype(x32.dtype)
+  return (y.astype(out_dtype), mean, var), (x, mean, rstd, scale, bias)
+
+
+def _batch_norm_train_bwd(epsilon, out_dtype, residuals, cotangents):
+  del epsilon, out_dtype
+  x, mean, rstd, scale, bias = residuals
+  g, g_mean, g_var = cotangents
+  x32 = x.astype(mean.dtype)
+  axes = tuple(range(x.ndim - 1))
+  n = math.prod(x.shape[:-1])
+  centred = x32 - mean
+  if isinstance(g, jax.custom_derivatives.SymbolicZero):
+    dx = jnp.zeros_like(x32)
+    dscale = jnp.zeros_like(mean)
+    dbias = jnp.zeros_like(mean)
+  else:
+    g = g.astype(x32.dtype)
+    dbias = jnp.sum(g, axis=axes)
+    dscale = jnp.sum(g * centred, axis=axes) * rstd
+    dx = (rstd * scale.astype(x32.dtype)) * (g - dbias / n - centred * (rstd * dscale / n))
+  if not isinstance(g_mean, jax.custom_derivatives.SymbolicZero):
+    dx = dx + g_mean / n
+  if not isinstance(g_var, jax.custom_derivatives.SymbolicZero):
+    dx = dx + centred * (2.0 * g_var / n)
+  return dx.astype(x.dtype), dscale.astype(scale.dtype), dbias.astype(bias.dtype)
+
+
+batch_norm_train.defvjp(_batch_norm_train_fwd, _batch_norm_train_bwd, symbolic_zeros=True)
+
+
 class BatchNorm(nnx.Module):
   """PyTorch ``BatchNorm1d/2d`` over the last (channel) axis.
 
@@ -607,20 +669,17 @@ class BatchNorm(nnx.Module):
         raise ValueError("a BatchNorm folded into its convolution is for inference only "
                          "(use the unfolded model in training mode)")
       return x.astype(out_dtype)
-    x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))  # at least float32 statistics
-    if self.use_running_average:
-      mean, var = self.mean[...], self.var[...]
-    else:
-      axes = tuple(range(x.ndim - 1))
-      mean = jnp.mean(x32, axis=axes)
-      var = jnp.mean(jnp.square(x32 - mean), axis=axes)
+    if not self.use_running_average:
+      y, mean, var = batch_norm_train(x, self.scale[...], self.bias[...], self.epsilon, out_dtype)
       n = math.prod(x.shape[:-1])
       unbiased = var * (n / max(n - 1, 1))
       m = self.momentum
       self.mean.set_value(m * self.mean[...] + (1.0 - m) * mean)
       self.var.set_value(m * self.var[...] + (1.0 - m) * unbiased)
-    inv = jax.lax.rsqrt(var + self.epsilon) * self.scale[...].astype(x32.dtype)
-    y = (x32 - mean) * inv + self.bias[...].astype(x32.dtype)
+      return y
+    x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    inv = jax.lax.rsqrt(self.var[...] + self.epsilon) * self.scale[...].astype(x32.dtype)
+    y = (x32 - self.mean[...]) * inv + self.bias[...].astype(x32.dtype)
     return y.astype(out_dtype)
 
   @staticmethod
