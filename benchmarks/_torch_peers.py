@@ -11,6 +11,8 @@ dependency). ``PEERS`` maps a jaxpose model family to ``(config) -> torch.nn.Mod
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -330,7 +332,7 @@ class MSPN(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------
-# VideoPose3D (TemporalModel, dilated convolutions)
+# VideoPose3D (TemporalModel, dilated convolutions; TemporalModelOptimized1f at T == RF)
 # ----------------------------------------------------------------------------------------
 
 
@@ -354,10 +356,13 @@ class VideoPose3D(nn.Module):
       d *= w
     self.layers_conv, self.layers_bn = nn.ModuleList(convs), nn.ModuleList(bns)
     self.shrink = nn.Conv1d(ch, config.num_joints_out * 3, 1)
+    self.receptive_field = math.prod(widths)
 
   def forward(self, keypoints):
     n, t = keypoints.shape[:2]
     x = keypoints.reshape(n, t, -1).permute(0, 2, 1)
+    if t == self.receptive_field and not self.training:
+      return self.forward_1f(x).reshape(n, 1, self.joints_out, 3)
     x = F.relu(self.expand_bn(self.expand_conv(x)))
     for i, pad in enumerate(self.pads):
       res = x[:, :, pad:x.shape[2] - pad]
@@ -365,6 +370,19 @@ class VideoPose3D(nn.Module):
       x = res + F.relu(self.layers_bn[2 * i + 1](self.layers_conv[2 * i + 1](x)))
     x = self.shrink(x).permute(0, 2, 1)
     return x.reshape(n, -1, self.joints_out, 3)
+
+  def forward_1f(self, x):
+    """``TemporalModelOptimized1f`` (same weights, strided undilated convolutions) on one
+    receptive field ``[N, C, RF]``: what jaxpose's eval-mode call runs at ``T == RF``, so
+    the two compare the same arithmetic."""
+    w0 = self.expand_conv.kernel_size[0]
+    x = F.relu(self.expand_bn(F.conv1d(x, self.expand_conv.weight, stride=w0)))
+    for i in range(len(self.pads)):
+      w = self.layers_conv[2 * i].kernel_size[0]
+      res = x[:, :, w // 2::w]
+      x = F.relu(self.layers_bn[2 * i](F.conv1d(x, self.layers_conv[2 * i].weight, stride=w)))
+      x = res + F.relu(self.layers_bn[2 * i + 1](self.layers_conv[2 * i + 1](x)))
+    return self.shrink(x).permute(0, 2, 1)
 
 
 PEERS = {"pose_resnet": PoseResNet, "pose_hrnet": PoseHRNet, "mspn": MSPN,

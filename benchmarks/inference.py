@@ -186,7 +186,8 @@ def run_model(name: str, args) -> list[dict]:
   model = synthetic_weights(models.build_model(config))
   model.eval()
   flops = model_flops(model, shape)
-  micro = {"auto": "auto", "none": None}.get(args.micro_batch) or int(args.micro_batch)
+  micro = {"auto": "auto", "none": None}.get(args.micro_batch, args.micro_batch)
+  micro = micro if micro in ("auto", None) else int(micro)
   prepared = inference.prepare_for_inference(model, (1, *shape))
   forward, state = inference.forward_fn(prepared, micro, output=main_output(config))
   paths = {"jaxpose": (jax.jit(forward), state)}
@@ -213,7 +214,12 @@ def run_model(name: str, args) -> list[dict]:
       tx = peer[2](x_np)
       calls["torch"] = lambda: peer[0](tx)
     med = alternate(calls, args.rounds, args.per_block)
-    row = {"model": name, "batch": batch, "dtype": args.dtype,
+    if micro == "auto":
+      out = main_output(config)
+      used = inference.auto_micro_batch(lambda x: prepared(x)[out], x)
+    else:
+      used = micro
+    row = {"model": name, "batch": batch, "dtype": args.dtype, "micro": min(used or batch, batch),
            "compile_s": compile_s["jaxpose"], "ms": 1e3 * med["jaxpose"],
            "items_s": batch / med["jaxpose"], "gflops_s": flops * batch / 1e9 / med["jaxpose"]}
     if "plain" in med:
@@ -234,7 +240,7 @@ def main(argv=None) -> None:
   parser.add_argument("--batch_sizes", default="1,32")
   parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
   parser.add_argument("--micro_batch", default="auto",
-                      help="'auto' (inference.micro_batch_size()), 'none' or a size")
+                      help="'auto' (inference.auto_micro_batch: sized per model), 'none' or a size")
   parser.add_argument("--compare_plain", action="store_true",
                       help="also time the plain path (model as converted, whole batch)")
   _timing.add_comparison_args(parser, rounds=5)
@@ -245,9 +251,9 @@ def main(argv=None) -> None:
       raise SystemExit(f"unknown model {name!r}; valid: {', '.join(RELEASED)}")
     rows += run_model(name, args)
   print(f"\nforward, eval mode, {args.dtype} compute, {_timing.device_description()}, "
-        f"jax {jax.__version__}, micro-batch {args.micro_batch} "
-        f"({inference.micro_batch_size()} on this platform), {torch_threads()} threads\n")
-  columns = [("model", "model", ""), ("batch", "batch", "d"), ("dtype", "dtype", ""),
+        f"jax {jax.__version__}, micro-batch {args.micro_batch}, {torch_threads()} threads\n")
+  columns = [("model", "model", ""), ("batch", "batch", "d"), ("micro", "micro-batch", "d"),
+             ("dtype", "dtype", ""),
              ("compile_s", "compile (s)", ".1f"), ("ms", "ms / call", ".1f"),
              ("items_s", "jaxpose items/s", ".2f"), ("gflops_s", "GFLOP/s", ".1f")]
   if any("plain_items_s" in r for r in rows):

@@ -125,6 +125,43 @@ def test_micro_batch_rejects_nonpositive_sizes():
     inference.micro_batched(lambda x: x, 0)
 
 
+def test_largest_intermediate_counts_what_the_input_flows_into_not_the_parameters():
+  """Inside nested calls too (jit, custom VJP); a large cast parameter does not count."""
+  weight = jnp.ones((64, 256))  # 64 KiB, cast to 32 KiB: neither depends on the input
+
+  @jax.jit
+  def inner(x):
+    return layers.pointwise_conv(x, weight.astype(jnp.bfloat16).astype(x.dtype))
+
+  apply = lambda x: jnp.sum(inner(jnp.tile(x, (1, 3, 1))), axis=1)  # [1, 30, 256] inside
+  nbytes = inference.largest_intermediate_bytes(apply, jnp.zeros((1, 10, 64)))
+  assert nbytes == 30 * 256 * 4
+  assert inference.largest_intermediate_bytes(lambda x: x[:, :1], jnp.zeros((1, 99))) == 396
+
+
+def test_auto_micro_batch_follows_the_cache_budget(monkeypatch):
+  monkeypatch.setattr(inference.os, "sched_getaffinity", lambda pid: {0, 1})
+  budget = 2 * inference.CPU_CACHE_BUDGET_PER_CORE
+  assert inference.micro_batch_size("cpu", item_bytes=budget // 5) == 5
+  assert inference.micro_batch_size("cpu", item_bytes=budget * 3) == 1
+  assert inference.micro_batch_size("cpu") == 1
+  assert inference.micro_batch_size("gpu", item_bytes=1) is None
+  assert [inference._even_split(32, m) for m in (24, 16, 5, 1, 40)] == [16, 16, 5, 1, 32]
+  # Items of a fifth of the budget (the [n, rows, 256] intermediate): 12 -> 3 x 4 rows.
+  rows = budget // 5 // (256 * 4)
+  calls = []
+
+  def apply(x):
+    calls.append(x.shape[0])
+    return jnp.concatenate([x, 2 * x], axis=-1).sum((1, 2))
+
+  monkeypatch.setattr(inference.jax, "default_backend", lambda: "cpu")
+  x = jnp.asarray(np.random.RandomState(0).standard_normal((12, rows, 128)), jnp.float32)
+  got = jax.jit(inference.micro_batched(apply, "auto"))(x)
+  assert calls[-1] == 4, calls  # traced once on one item to size it, then on 4-row slices
+  np.testing.assert_allclose(np.asarray(got), np.asarray(apply(x)), rtol=1e-5)
+
+
 def test_prepare_inside_jit_folds_traced_parameters():
   """An evaluation step folds the parameters it is called with (they change in training)."""
   config, shape = TINY["pose_hrnet"]

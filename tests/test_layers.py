@@ -107,6 +107,49 @@ def test_pointwise_conv_gradients_equal_dot_general(c_in, c_out):
       np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("width,frames,use_bias", [(3, 9, True), (3, 11, False), (5, 5, True),
+                                                    (1, 4, False)])
+def test_stride_by_width_equals_the_strided_convolution(width, frames, use_bias):
+  """``Conv.stride_by_width`` (one matmul) against the stride-``width`` convolution in
+  float64: values, input and parameter gradients; frames past the last window dropped."""
+  rs = np.random.RandomState(width * frames)
+  with jax.enable_x64(True):
+    conv = layers.Conv(4, 6, width, ndim=1, use_bias=use_bias, dtype=jnp.float64,
+                       param_dtype=jnp.float64, rngs=nnx.Rngs(0))
+    x = jnp.asarray(rs.standard_normal((2, frames, 4)))
+    cotangent = jnp.asarray(rs.standard_normal((2, frames // width, 6)))
+
+    def by_conv(x, kernel, bias):
+      y = jax.lax.conv_general_dilated(x, kernel, (width,), [(0, 0)],
+                                       dimension_numbers=("NWC", "WIO", "NWC"))
+      return y + bias if use_bias else y
+
+    bias = conv.bias[...] if use_bias else jnp.zeros(6)
+    want = by_conv(x, conv.kernel[...], bias)
+    got = conv.stride_by_width(x)
+    assert got.shape == want.shape == (2, frames // width, 6)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-12, atol=1e-12)
+    want_grads = jax.grad(lambda *a: jnp.vdot(by_conv(*a), cotangent), argnums=(0, 1, 2))(
+        x, conv.kernel[...], bias)
+    d_layer, dx = nnx.grad(lambda m, x: jnp.vdot(m.stride_by_width(x), cotangent),
+                           argnums=(0, 1))(conv, x)
+    got_grads = [dx, d_layer["kernel"][...]] + ([d_layer["bias"][...]] if use_bias else [])
+    for a, b in zip(got_grads, want_grads):
+      assert a.shape == b.shape
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-12)
+
+
+def test_stride_by_width_refuses_what_it_does_not_cover():
+  conv2d = layers.Conv(3, 4, 3, rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match="1-D, ungrouped"):
+    conv2d.stride_by_width(jnp.zeros((1, 9, 3)))
+  conv = layers.Conv(3, 4, 3, ndim=1, rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match="fewer than the kernel width 3"):
+    conv.stride_by_width(jnp.zeros((1, 2, 3)))
+  with pytest.raises(ValueError, match=r"input \[B, T, 3\]"):
+    conv.stride_by_width(jnp.zeros((1, 9, 5)))
+
+
 # ----------------------------------------------------------------------------------------
 # batch_norm_train: the closed-form gradient
 # ----------------------------------------------------------------------------------------

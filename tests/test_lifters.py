@@ -15,7 +15,8 @@ from jaxpose.convert import core
 from jaxpose.convert import rie as rie_family
 from jaxpose.convert import temporal as temporal_convert
 from jaxpose.convert import videopose3d as videopose3d_family
-from jaxpose.models import abstract_model, build_model, resnet, rie, temporal, videopose3d
+from jaxpose.models import (abstract_model, build_model, inference, resnet, rie, temporal,
+                            videopose3d)
 
 VP3D = videopose3d.VideoPose3DConfig
 RIE = rie.RIEConfig
@@ -98,6 +99,37 @@ def test_videopose3d_shapes_and_single_frame(name):
     single = _poses(model, x[:, t:t + rf], single=True)
     assert single.shape == (2, 1, config.num_joints_out, 3)
     np.testing.assert_allclose(single[:, 0], poses[:, t], rtol=0, atol=_close_tol(poses))
+
+
+def _primitives(model: nnx.Module, x, dropout: bool = False) -> set[str]:
+  """The primitives ``model(x)`` runs (outermost level)."""
+  graphdef, state = nnx.split(model)
+  fn = lambda state, x: nnx.merge(graphdef, state)(
+      x, rngs=nnx.Rngs(dropout=0) if dropout else None)["poses"]
+  return {eqn.primitive.name for eqn in jax.make_jaxpr(fn)(state, x).jaxpr.eqns}
+
+
+@pytest.mark.parametrize("name", ["w333", "w5_3", "causal", "trajectory", "dense"])
+def test_videopose3d_eval_on_one_receptive_field_runs_the_strided_form(name):
+  """A batch of windows (T == RF) in eval mode runs ``TemporalModelOptimized1f`` (matmuls
+  only, every BatchNorm foldable) with the dilated form's outputs; train mode and dense
+  stacks keep the dilated convolutions."""
+  config = VP3D_CONFIGS[name]
+  model = _model(config)
+  rf = model.receptive_field
+  x = jnp.asarray(_keypoints((3, rf, config.num_joints_in, config.in_features)))
+  dilated = np.asarray(model.dilated(model._flatten(x)))
+  got = _poses(model, x)
+  assert got.shape == (3, 1, config.num_joints_out, 3)
+  np.testing.assert_allclose(got.reshape(dilated.shape), dilated, rtol=0,
+                             atol=_close_tol(dilated))
+  strided = "conv_general_dilated" not in _primitives(model, x)
+  assert strided == (not config.dense)
+  # The strided path tags its convolutions: prepare_for_inference folds every BatchNorm.
+  pairs = inference.conv_batch_norm_pairs(model, tuple(x.shape))
+  assert len(pairs) == len(model.batch_norms())
+  model.train()
+  assert "conv_general_dilated" in _primitives(model, x, dropout=True)
 
 
 def test_videopose3d_output_frame_sees_only_its_window():

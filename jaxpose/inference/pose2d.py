@@ -98,9 +98,9 @@ class PosePredictor:
     graphdef, state = nnx.split(loaded.model)
     task = self.task
     self._state = state
-    micro_batch = inference.micro_batch_size()  # measured: faster on CPUs, None elsewhere
+    # Micro-batches sized to the CPU caches (measured faster), the whole batch elsewhere.
     self._forward = jax.jit(lambda st, x: inference.micro_batched(
-        lambda xb: task.predict(nnx.merge(graphdef, st), xb), micro_batch)(x))
+        lambda xb: task.predict(nnx.merge(graphdef, st), xb), "auto")(x))
 
   @property
   def color(self) -> str:

@@ -18,7 +18,9 @@ micro-batches its device calls).
 for ``jax.jit`` that runs a large batch as a sequence of micro-batches (``jax.lax.map``)
 where that is faster: activations of a micro-batch stay in the CPU caches (large CPU
 batches are memory-bound: HRNet's high-resolution branches, VideoPose3D's 243-frame
-sequences). ``micro_batch_size`` holds the measured choice per platform. Nothing here
+sequences). ``"auto"`` sizes the micro-batch from the model's largest intermediate per
+item and a measured per-core cache budget on CPUs (``micro_batch_size``), the whole batch
+on other platforms. Nothing here
 changes a model's outputs beyond float rounding (``tests/test_reference.py`` runs the
 conformance fixtures through this path and through each entry point).
 
@@ -41,6 +43,7 @@ bfloat16 inference: ``prepare_for_inference(..., compute_dtype="bfloat16")``.
 from __future__ import annotations
 
 import collections
+import math
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -224,9 +227,7 @@ def fast_call(model: nnx.Module, call: Callable[[nnx.Module, Any], Any],
   """``inputs -> call(model, inputs)`` through the inference path, for use inside ``jax.jit``
   (e.g. an evaluation step whose parameters are traced): the model folded the way ``call``
   uses it (``prepare_for_inference``) on the first call's input shapes, the batch run as
-  micro-batches (``"auto"``: ``micro_batch_size()``)."""
-  if micro_batch == "auto":
-    micro_batch = micro_batch_size()
+  micro-batches (``"auto"``: see ``micro_batched``)."""
 
   def run(inputs: Any) -> Any:
     fast = prepare_for_inference(model, batch_of_one(inputs), call=call)
@@ -239,41 +240,107 @@ def fast_call(model: nnx.Module, call: Callable[[nnx.Module, Any], Any],
 # Micro-batching
 # ----------------------------------------------------------------------------------------
 
-def micro_batch_size(platform: str | None = None) -> int | None:
-  """The micro-batch ``forward_fn`` uses by default on ``platform`` (default backend).
+# Activation bytes per core a micro-batch's largest intermediate may take on CPUs. Measured
+# on 2-core machines (an AMD EPYC, 1 MiB L2 per core and 32 MiB shared L3; a Xeon, 4 MiB L2
+# per core), batch 32, items/s at micro-batches of 1 / 2 / 4 / 8 / 16 / 32 (BatchNorms
+# folded): SimpleBaseline-50 21.1 / 22.7 / 23.1, HRNet-w32 11.5 / 12.2 / 11.7, MSPN-2stg
+# 10.7 / 11.5 / 11.5 (largest intermediate ~3 MiB per image: budget 8 MiB -> 2);
+# VideoPose3D dilated over 244 frames 52.5 / 63.1 / 65.6 / 64.1 / 61.1 / 57.9 (1 MiB per
+# sequence -> 8), strided over one 243-frame window 317 / 488 / 698 / 813 / 922 / 998
+# (0.33 MiB -> 24, split evenly -> 16): a micro-batch's activations stay in the caches
+# while its matmuls stay wide enough to amortise reading the weights.
+CPU_CACHE_BUDGET_PER_CORE = 4 * 2**20
 
-  CPU: one item per core pair (1 on 2 cores). Measured on a 2-core CPU (4 MiB L2 per core),
-  batch 32, speed-up over the whole batch at once (BatchNorms folded in all cases), for
-  micro-batches of 1 / 2 / 4 / 8: HRNet-w32 1.11 / - / 1.06 / 1.06, SimpleBaseline-50
-  1.13 / 1.31 / 1.32 / 1.24, MSPN-2stg 1.47 / 1.34 / 1.01 / 1.00, VideoPose3D-243
-  1.60 / 1.39 / 1.14 / 1.09 (contended machine): a micro-batch's activations stay in the
-  caches. Larger CPUs get proportionally larger micro-batches to keep every core busy (not
-  measured). Other platforms (GPU, TPU): None, the whole batch.
+
+def largest_intermediate_bytes(apply: Callable[[Any], Any], example: Any) -> int:
+  """Bytes of the largest value computed from the input in ``apply(example)`` (the input
+  itself, intermediates and outputs, inside nested calls too; not the parameters or what
+  is computed from them alone, such as a cast kernel), from its jaxpr: tracing only."""
+  def nbytes(aval) -> int:
+    if not (hasattr(aval, "shape") and hasattr(aval, "dtype")):
+      return 0
+    return math.prod(aval.shape) * np.dtype(aval.dtype).itemsize
+
+  def largest(jaxpr, dependent: list[bool]) -> int:
+    from_input = {v for v, d in zip(jaxpr.invars, dependent) if d}
+    most = max([nbytes(v.aval) for v in from_input] + [0])
+    for eqn in jaxpr.eqns:
+      reads = [isinstance(v, jax_core.Var) and v in from_input for v in eqn.invars]
+      if not any(reads):
+        continue
+      from_input.update(eqn.outvars)
+      most = max([most] + [nbytes(v.aval) for v in eqn.outvars])
+      for param in eqn.params.values():
+        for sub in param if isinstance(param, (tuple, list)) else (param,):
+          sub = sub.jaxpr if isinstance(sub, jax_core.ClosedJaxpr) else sub
+          if isinstance(sub, jax_core.Jaxpr):
+            # Positional when the nested call takes the equation's operands, else all.
+            inner = reads if len(sub.invars) == len(reads) else [True] * len(sub.invars)
+            most = max(most, largest(sub, inner))
+    return most
+
+  spec = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), example)
+  closed = jax.make_jaxpr(apply)(spec)
+  return largest(closed.jaxpr, [True] * len(closed.jaxpr.invars))
+
+
+def micro_batch_size(platform: str | None = None, item_bytes: int | None = None
+                     ) -> int | None:
+  """The micro-batch ``"auto"`` means on ``platform`` (default backend), for a computation
+  whose largest intermediate takes ``item_bytes`` per batch item.
+
+  CPUs: as many items as fit ``CPU_CACHE_BUDGET_PER_CORE`` per core usable by this process
+  (at least 1; one item per core pair when ``item_bytes`` is unknown). Other platforms
+  (GPU, TPU): None, the whole batch.
   """
   if (platform or jax.default_backend()) != "cpu":
     return None
-  return max(1, len(os.sched_getaffinity(0)) // 2)
+  cores = len(os.sched_getaffinity(0))
+  if not item_bytes:
+    return max(1, cores // 2)
+  return max(1, cores * CPU_CACHE_BUDGET_PER_CORE // int(item_bytes))
 
 
-def micro_batched(apply: Callable[[Array], Any], micro_batch: int | None
+def _even_split(n: int, most: int) -> int:
+  """The micro-batch of at most ``most`` items splitting ``n`` into the fewest, most equal
+  parts (32 items at most 24 -> 16)."""
+  parts = -(-n // most)
+  return -(-n // parts)
+
+
+def auto_micro_batch(apply: Callable[[Any], Any], inputs: Any) -> int | None:
+  """The micro-batch ``"auto"`` runs ``apply`` on ``inputs`` (leading batch axis) with: None
+  (the whole batch) off CPUs, else ``micro_batch_size`` for ``apply``'s largest intermediate
+  on one item, split evenly over the batch."""
+  n = jax.tree_util.tree_leaves(inputs)[0].shape[0]
+  if micro_batch_size() is None or n <= 1:
+    return None
+  one = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct((1, *a.shape[1:]), a.dtype),
+                               inputs)
+  return _even_split(n, micro_batch_size(item_bytes=largest_intermediate_bytes(apply, one)))
+
+
+def micro_batched(apply: Callable[[Array], Any], micro_batch: int | None | str
                   ) -> Callable[[Array], Any]:
   """``apply`` run over consecutive ``micro_batch``-sized slices of the batch axis.
 
   The slices run one after the other (``jax.lax.map``); a remainder that does not fill a
   micro-batch runs as one more call. Inputs and outputs: arrays, or pytrees of arrays, with
   a leading batch axis; outputs are concatenated back. ``micro_batch`` None or >= the
-  batch: ``apply`` itself.
+  batch: ``apply`` itself. ``"auto"``: ``auto_micro_batch`` (traced when the batch's
+  shapes are known).
   """
-  if micro_batch is not None and micro_batch < 1:
-    raise ValueError(f"micro_batch must be >= 1 or None, got {micro_batch}")
+  if micro_batch != "auto" and micro_batch is not None and micro_batch < 1:
+    raise ValueError(f"micro_batch must be >= 1, None or 'auto', got {micro_batch}")
   tree_map = jax.tree_util.tree_map
 
   def run(x: Any):
     n = jax.tree_util.tree_leaves(x)[0].shape[0]
-    if micro_batch is None or n <= micro_batch:
+    size = auto_micro_batch(apply, x) if micro_batch == "auto" else micro_batch
+    if size is None or n <= size:
       return apply(x)
-    full = (n // micro_batch) * micro_batch
-    chunks = tree_map(lambda a: a[:full].reshape(n // micro_batch, micro_batch, *a.shape[1:]), x)
+    full = (n // size) * size
+    chunks = tree_map(lambda a: a[:full].reshape(n // size, size, *a.shape[1:]), x)
     out = jax.lax.map(apply, chunks)
     out = tree_map(lambda y: y.reshape(full, *y.shape[2:]), out)
     if full == n:
@@ -290,12 +357,11 @@ def forward_fn(model: nnx.Module, micro_batch: int | None | str = "auto",
 
   Args:
     model: a (prepared) model; its current mode (eval) is kept.
-    micro_batch: ``"auto"`` (``micro_batch_size()``), None (whole batch) or a size.
+    micro_batch: ``"auto"`` (``micro_batched``: sized by the model's largest intermediate
+      per item), None (whole batch) or a size.
     output: return only this entry of the model's output dict (e.g. ``"heatmaps"``), so
       that XLA drops what computes nothing else (MSPN's earlier stages' heatmaps).
   """
-  if micro_batch == "auto":
-    micro_batch = micro_batch_size()
   graphdef, state = nnx.split(model)
 
   def forward(state, x: Array):

@@ -254,6 +254,31 @@ class Conv(nnx.Module):
       y = y + self.bias[...].astype(dtype)
     return _tag(self, "output", y)
 
+  def stride_by_width(self, x: Array) -> Array:
+    """This 1-D kernel applied undilated, unpadded, with stride = its width.
+
+    VideoPose3D's ``TemporalModelOptimized1f`` form of a dilated convolution: the windows
+    do not overlap, so ``[B, T, C_in]`` -> ``[B, T // k, k * C_in]`` (a free reshape; frames
+    past the last whole window are dropped, as the strided convolution drops them) times
+    the ``[k * C_in, C_out]`` kernel is one matmul, with ``pointwise_conv``'s gradients
+    (XLA:CPU runs a 1-D convolution and its gradients several times slower than the
+    matmul).
+    """
+    if self.ndim != 1 or self.groups != 1 or x.ndim != 3 or x.shape[-1] != self.in_features:
+      raise ValueError(f"stride_by_width needs a 1-D, ungrouped Conv and input [B, T, "
+                       f"{self.in_features}]; got ndim={self.ndim}, groups={self.groups}, "
+                       f"input {tuple(x.shape)}")
+    (k,), (b, t, c) = self.kernel_size, x.shape
+    if t < k:
+      raise ValueError(f"stride_by_width: {t} frames are fewer than the kernel width {k}")
+    dtype = self.dtype or x.dtype
+    windows = x[:, :t // k * k].reshape(b, t // k, k * c).astype(dtype)
+    kernel = self.kernel[...].astype(dtype).reshape(k * c, self.out_features)
+    y = pointwise_conv(windows, kernel, self.precision)
+    if self.bias is not None:
+      y = y + self.bias[...].astype(dtype)
+    return _tag(self, "output", y)
+
   @staticmethod
   def torch_to_jax(leaf: str, array: np.ndarray) -> tuple[str, np.ndarray]:
     """PyTorch ``weight [O, I, *k]`` -> ``kernel [*k, I, O]``; ``bias`` unchanged."""

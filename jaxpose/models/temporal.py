@@ -60,17 +60,6 @@ def apply_dropout(drop: nnx.Dropout, x: Array, rngs: nnx.Rngs | None, model: str
   return drop(x, rngs=rngs)
 
 
-def _conv1d_strided(conv: layers.Conv, x: Array, stride: int) -> Array:
-  """``conv``'s kernel applied undilated with ``stride`` (TemporalModelOptimized1f)."""
-  dtype = conv.dtype or x.dtype
-  y = jax.lax.conv_general_dilated(
-      x.astype(dtype), conv.kernel[...].astype(dtype), window_strides=(stride,),
-      padding=[(0, 0)], dimension_numbers=("NWC", "WIO", "NWC"), precision=conv.precision)
-  if conv.bias is not None:
-    y = y + conv.bias[...].astype(dtype)
-  return y
-
-
 class TemporalConvNet(nnx.Module):
   """VideoPose3D's temporal convolution stack on flattened channels.
 
@@ -181,12 +170,12 @@ class TemporalConvNet(nnx.Module):
     if self.dense:
       return self.dilated(x, rngs)
     widths = self.filter_widths
-    x = self._unit(_conv1d_strided(self.expand_conv, x, widths[0]), self.expand_bn, rngs)
+    x = self._unit(self.expand_conv.stride_by_width(x), self.expand_bn, rngs)
     for i, w in enumerate(widths[1:]):
       # Within each group of w frames: the centre one, or the last one when causal.
       start = (w // 2 if self.causal else 0) + w // 2
       res = x[:, start::w]
-      x = self._unit(_conv1d_strided(self.layers_conv[2 * i], x, w), self.layers_bn[2 * i], rngs)
+      x = self._unit(self.layers_conv[2 * i].stride_by_width(x), self.layers_bn[2 * i], rngs)
       x = res + self._unit(self.layers_conv[2 * i + 1](x), self.layers_bn[2 * i + 1], rngs)
     return self.shrink(x)
 

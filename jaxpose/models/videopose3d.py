@@ -140,8 +140,17 @@ class VideoPose3D(TemporalConvNet):
       ``{"poses": [B, T - receptive_field + 1, J_out, 3] float32}``; output frame ``t`` is
       computed from input frames ``t .. t + receptive_field - 1`` (root-relative joints, or
       the root trajectory for the trajectory model).
+
+    In eval mode, given exactly one receptive field of frames (one output frame per item:
+    a batch of windows), this runs ``single_frame``: the same output computed from only
+    the frames it needs (243 frames: 15x fewer FLOPs). Train mode always runs the dilated
+    form (its batch statistics would differ).
     """
-    return self._poses(self.dilated(self._flatten(keypoints), rngs))
+    x = self._flatten(keypoints)
+    if (x.shape[1] == self.receptive_field and not self.config.dense
+        and self.expand_bn.use_running_average):
+      return self._poses(self.strided(x, rngs))
+    return self._poses(self.dilated(x, rngs))
 
   def single_frame(self, keypoints: Array, *, rngs: nnx.Rngs | None = None
                    ) -> dict[str, Array]:

@@ -129,7 +129,7 @@ def make_predict_fns(eval_def: nnx.GraphDef, task: base.Task, mesh: Mesh):
   Both take the inference path (``jaxpose.models.inference.fast_call``): the traced
   parameters' BatchNorms folded into their convolutions inside the step. The batch-sharded
   one, whose rows are independent by definition, runs its rows as micro-batches on a
-  one-device mesh (``inference.micro_batch_size``); the replicated one (whole sequences,
+  one-device mesh (``inference.micro_batched``, ``"auto"``); the replicated one (whole sequences,
   whose leading axis need not be independent rows) runs as one call.
   """
 
@@ -140,7 +140,7 @@ def make_predict_fns(eval_def: nnx.GraphDef, task: base.Task, mesh: Mesh):
     return predict
 
   rep, rows = state_lib.replicated(mesh), state_lib.batch_sharding(mesh)
-  micro_batch = inference.micro_batch_size() if mesh.size == 1 else None
+  micro_batch = "auto" if mesh.size == 1 else None
   sharded = jax.jit(predict_fn(micro_batch), in_shardings=(rep, rep, rows), out_shardings=rows)
   whole = jax.jit(predict_fn(None), in_shardings=(rep, rep, rep), out_shardings=rep)
   return sharded, whole
