@@ -151,6 +151,61 @@ def test_stride_by_width_refuses_what_it_does_not_cover():
 
 
 # ----------------------------------------------------------------------------------------
+# max_pool: PyTorch's gradient routing
+# ----------------------------------------------------------------------------------------
+
+
+def _max_pool_by_definition(x, g, k, s, p):
+  """MaxPool2d and its gradient by loops: each window's first maximum in row-major order
+  receives the window's cotangent (PyTorch's indices)."""
+  b, h, w, c = x.shape
+  ho, wo = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+  y, dx = np.zeros((b, ho, wo, c)), np.zeros_like(x)
+  for n, oh, ow, ch in itertools.product(range(b), range(ho), range(wo), range(c)):
+    best = None
+    for i, j in itertools.product(range(k), range(k)):
+      r, q = oh * s - p + i, ow * s - p + j
+      if 0 <= r < h and 0 <= q < w and (best is None or x[n, r, q, ch] > x[n, best[0],
+                                                                          best[1], ch]):
+        best = (r, q)
+    y[n, oh, ow, ch] = x[n, best[0], best[1], ch]
+    dx[n, best[0], best[1], ch] += g[n, oh, ow, ch]
+  return y, dx
+
+
+@pytest.mark.parametrize("k,s,p,size", [(3, 2, 1, (7, 6)), (3, 2, 1, (8, 5)), (2, 2, 0, (5, 4)),
+                                        (3, 1, 1, (4, 5)), (3, 3, 0, (7, 7))])
+def test_max_pool_values_and_gradient_follow_pytorch(k, s, p, size):
+  """Ties everywhere (values from {0, 1, 2}, ReLU-like zeros): the gradient goes to each
+  window's first maximum, overlapping windows add; float64, exact."""
+  rs = np.random.RandomState(k * 10 + s)
+  x = rs.randint(0, 3, (2, *size, 3)).astype(np.float64)
+  with jax.enable_x64(True):
+    y = layers.max_pool(jnp.asarray(x), k, s, p)
+    g = rs.standard_normal(y.shape)
+    want_y, want_dx = _max_pool_by_definition(x, g, k, s, p)
+    np.testing.assert_array_equal(np.asarray(y), want_y)
+    dx = jax.jit(jax.grad(lambda x: jnp.vdot(layers.max_pool(x, k, s, p), jnp.asarray(g))))(
+        jnp.asarray(x))
+    np.testing.assert_allclose(np.asarray(dx), want_dx, rtol=1e-12, atol=1e-12)
+
+
+def test_max_pool_matches_torch_on_the_resnet_stem():
+  torch = pytest.importorskip("torch")
+  x = np.maximum(np.random.RandomState(3).standard_normal((2, 12, 10, 4)), 0).astype(np.float32)
+  g = np.random.RandomState(4).standard_normal((2, 6, 5, 4)).astype(np.float32)
+  tx = torch.tensor(x.transpose(0, 3, 1, 2), requires_grad=True)
+  ty = torch.nn.functional.max_pool2d(tx, 3, 2, 1)
+  ty.backward(torch.tensor(g.transpose(0, 3, 1, 2)))
+  y, vjp = jax.vjp(lambda x: layers.max_pool(x, 3, 2, 1), jnp.asarray(x))
+  np.testing.assert_array_equal(np.asarray(y), ty.detach().numpy().transpose(0, 2, 3, 1))
+  np.testing.assert_allclose(np.asarray(vjp(jnp.asarray(g))[0]),
+                             tx.grad.numpy().transpose(0, 2, 3, 1), rtol=1e-6, atol=1e-6)
+  with pytest.raises(ValueError, match="at most half the kernel"):
+    layers.max_pool(jnp.zeros((1, 4, 4, 1)), 3, 2, 2)
+
+
+# ----------------------------------------------------------------------------------------
 # batch_norm_train: the closed-form gradient
 # ----------------------------------------------------------------------------------------
 
