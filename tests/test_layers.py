@@ -89,6 +89,25 @@ def test_conv_transpose_layer_matches_torch_semantics_in_float32():
   np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-5)
 
 
+def test_dot_general_accumulates_bfloat16_in_float32_and_rounds_once():
+  rs = np.random.RandomState(0)
+  a = jnp.asarray(rs.standard_normal((3, 40, 256)), jnp.bfloat16)
+  b = jnp.asarray(rs.standard_normal((256, 24)), jnp.bfloat16)
+  dims = (((2,), (0,)), ((), ()))
+  got = layers.dot_general(a, b, dims)
+  assert got.dtype == jnp.bfloat16
+  exact = np.einsum("nmk,ko->nmo", np.asarray(a, np.float64), np.asarray(b, np.float64))
+  # One rounding to bf16 (half an ulp, 2^-9 relative) plus float32 accumulation.
+  np.testing.assert_allclose(np.asarray(got, np.float64), exact, rtol=2.0**-8, atol=1e-5)
+  jaxpr = jax.make_jaxpr(lambda a, b: layers.dot_general(a, b, dims))(a, b)
+  (dot,) = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "dot_general"]
+  assert dot.params["preferred_element_type"] == jnp.float32
+  # float32 (and wider) operands: exactly jax.lax.dot_general.
+  a32, b32 = a.astype(jnp.float32), b.astype(jnp.float32)
+  np.testing.assert_array_equal(np.asarray(layers.dot_general(a32, b32, dims)),
+                                np.asarray(jax.lax.dot_general(a32, b32, dims)))
+
+
 @pytest.mark.parametrize("c_in,c_out", [(8, 3), (3, 8), (5, 5)])
 def test_pointwise_conv_gradients_equal_dot_general(c_in, c_out):
   """Both operand orders of the kernel gradient, against plain dot_general (float64)."""
