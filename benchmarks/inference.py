@@ -186,8 +186,8 @@ def run_model(name: str, args) -> list[dict]:
   model = synthetic_weights(models.build_model(config))
   model.eval()
   flops = model_flops(model, shape)
-  micro = {"auto": "auto", "none": None}.get(args.micro_batch, args.micro_batch)
-  micro = micro if micro in ("auto", None) else int(micro)
+  named = {"auto": "auto", "none": None}
+  micro = named[args.micro_batch] if args.micro_batch in named else int(args.micro_batch)
   prepared = inference.prepare_for_inference(model, (1, *shape))
   forward, state = inference.forward_fn(prepared, micro, output=main_output(config))
   paths = {"jaxpose": (jax.jit(forward), state)}

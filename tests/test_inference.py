@@ -142,10 +142,9 @@ def test_largest_intermediate_counts_what_the_input_flows_into_not_the_parameter
 def test_auto_micro_batch_follows_the_cache_budget(monkeypatch):
   monkeypatch.setattr(inference.os, "sched_getaffinity", lambda pid: {0, 1})
   budget = 2 * inference.CPU_CACHE_BUDGET_PER_CORE
-  assert inference.micro_batch_size("cpu", item_bytes=budget // 5) == 5
-  assert inference.micro_batch_size("cpu", item_bytes=budget * 3) == 1
-  assert inference.micro_batch_size("cpu") == 1
-  assert inference.micro_batch_size("gpu", item_bytes=1) is None
+  assert inference.micro_batch_size(budget // 5, "cpu") == 5
+  assert inference.micro_batch_size(budget * 3, "cpu") == 1
+  assert inference.micro_batch_size(1, "gpu") is None
   assert [inference._even_split(32, m) for m in (24, 16, 5, 1, 40)] == [16, 16, 5, 1, 32]
   # Items of a fifth of the budget (the [n, rows, 256] intermediate): 12 -> 3 x 4 rows.
   rows = budget // 5 // (256 * 4)

@@ -20,9 +20,9 @@ where that is faster: activations of a micro-batch stay in the CPU caches (large
 batches are memory-bound: HRNet's high-resolution branches, VideoPose3D's 243-frame
 sequences). ``"auto"`` sizes the micro-batch from the model's largest intermediate per
 item and a measured per-core cache budget on CPUs (``micro_batch_size``), the whole batch
-on other platforms. Nothing here
-changes a model's outputs beyond float rounding (``tests/test_reference.py`` runs the
-conformance fixtures through this path and through each entry point).
+on other platforms. Nothing here changes a model's outputs beyond float rounding
+(``tests/test_reference.py`` runs the conformance fixtures through this path and through
+each entry point).
 
 Usage (a fixed model: fold once, outside ``jax.jit``)::
 
@@ -284,21 +284,15 @@ def largest_intermediate_bytes(apply: Callable[[Any], Any], example: Any) -> int
   return largest(closed.jaxpr, [True] * len(closed.jaxpr.invars))
 
 
-def micro_batch_size(platform: str | None = None, item_bytes: int | None = None
-                     ) -> int | None:
-  """The micro-batch ``"auto"`` means on ``platform`` (default backend), for a computation
-  whose largest intermediate takes ``item_bytes`` per batch item.
-
-  CPUs: as many items as fit ``CPU_CACHE_BUDGET_PER_CORE`` per core usable by this process
-  (at least 1; one item per core pair when ``item_bytes`` is unknown). Other platforms
-  (GPU, TPU): None, the whole batch.
-  """
+def micro_batch_size(item_bytes: int, platform: str | None = None) -> int | None:
+  """The micro-batch ``"auto"`` means on ``platform`` (default backend) for a computation
+  whose largest intermediate takes ``item_bytes`` per batch item: on CPUs as many items as
+  fit ``CPU_CACHE_BUDGET_PER_CORE`` per core usable by this process (at least 1); on other
+  platforms (GPU, TPU) None, the whole batch."""
   if (platform or jax.default_backend()) != "cpu":
     return None
   cores = len(os.sched_getaffinity(0))
-  if not item_bytes:
-    return max(1, cores // 2)
-  return max(1, cores * CPU_CACHE_BUDGET_PER_CORE // int(item_bytes))
+  return max(1, cores * CPU_CACHE_BUDGET_PER_CORE // max(1, int(item_bytes)))
 
 
 def _even_split(n: int, most: int) -> int:
@@ -313,11 +307,9 @@ def auto_micro_batch(apply: Callable[[Any], Any], inputs: Any) -> int | None:
   (the whole batch) off CPUs, else ``micro_batch_size`` for ``apply``'s largest intermediate
   on one item, split evenly over the batch."""
   n = jax.tree_util.tree_leaves(inputs)[0].shape[0]
-  if micro_batch_size() is None or n <= 1:
+  if jax.default_backend() != "cpu" or n <= 1:  # nothing to size: skip the tracing
     return None
-  one = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct((1, *a.shape[1:]), a.dtype),
-                               inputs)
-  return _even_split(n, micro_batch_size(item_bytes=largest_intermediate_bytes(apply, one)))
+  return _even_split(n, micro_batch_size(largest_intermediate_bytes(apply, batch_of_one(inputs))))
 
 
 def micro_batched(apply: Callable[[Array], Any], micro_batch: int | None | str

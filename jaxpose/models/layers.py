@@ -164,7 +164,7 @@ def dot_general(a: Array, b: Array, dimension_numbers, precision: jax.lax.Precis
 def pointwise_conv(x: Array, kernel: Array, precision: jax.lax.PrecisionLike = None) -> Array:
   """A 1x1 convolution as a matmul over channels: ``x [..., C_in] @ kernel [C_in, C_out]``.
 
-  Same values and gradients as ``jax.lax.dot_general``; only the kernel gradient's operand
+  Same values and gradients as ``dot_general`` (above); only the kernel gradient's operand
   order differs. ``dkernel = sum_n x[n]^T g[n]`` contracts the batch and spatial axes, which
   come first in both operands: XLA:CPU copies the left operand into a transposed layout before
   the matmul, so the gradient is computed with the narrower of ``x`` and ``g`` on the left
@@ -599,12 +599,21 @@ class Linear(nnx.Module):
 # ----------------------------------------------------------------------------------------
 
 
-def _batch_norm_stats(x: Array) -> tuple[Array, Array, Array]:
-  """``(x in at least float32, mean, biased variance)`` over every axis but the last."""
+def _normalize(x32: Array, mean: Array, rstd: Array, scale: Array, bias: Array,
+               out_dtype: Dtype) -> Array:
+  """``(x - mean) * rstd * scale + bias`` in ``x32``'s (at least float32) dtype."""
+  return ((x32 - mean) * (rstd * scale.astype(x32.dtype)) + bias.astype(x32.dtype)
+          ).astype(out_dtype)
+
+
+def _batch_norm_forward(x, scale, bias, epsilon, out_dtype):
+  """``(y, mean, biased variance, 1 / std)`` with batch statistics in at least float32."""
   x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))
   axes = tuple(range(x.ndim - 1))
   mean = jnp.mean(x32, axis=axes)
-  return x32, mean, jnp.mean(jnp.square(x32 - mean), axis=axes)
+  var = jnp.mean(jnp.square(x32 - mean), axis=axes)
+  rstd = jax.lax.rsqrt(var + epsilon)
+  return _normalize(x32, mean, rstd, scale, bias, out_dtype), mean, var, rstd
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
@@ -621,17 +630,13 @@ def batch_norm_train(x: Array, scale: Array, bias: Array, epsilon: float, out_dt
   statistics' cotangents (zero in a train step: they only feed the running averages) are
   added when they are not symbolically zero.
   """
-  x32, mean, var = _batch_norm_stats(x)
-  inv = jax.lax.rsqrt(var + epsilon) * scale.astype(x32.dtype)
-  return ((x32 - mean) * inv + bias.astype(x32.dtype)).astype(out_dtype), mean, var
+  return _batch_norm_forward(x, scale, bias, epsilon, out_dtype)[:3]
 
 
 def _batch_norm_train_fwd(x, scale, bias, epsilon, out_dtype):
-  x, scale, bias = x.value, scale.value, bias.value
-  x32, mean, var = _batch_norm_stats(x)
-  rstd = jax.lax.rsqrt(var + epsilon)
-  y = (x32 - mean) * (rstd * scale.astype(x32.dtype)) + bias.astype(x32.dtype)
-  return (y.astype(out_dtype), mean, var), (x, mean, rstd, scale, bias)
+  x, scale, bias = x.value, scale.value, bias.value  # symbolic_zeros: wrapped primals
+  y, mean, var, rstd = _batch_norm_forward(x, scale, bias, epsilon, out_dtype)
+  return (y, mean, var), (x, mean, rstd, scale, bias)
 
 
 def _batch_norm_train_bwd(epsilon, out_dtype, residuals, cotangents):
@@ -720,10 +725,9 @@ class BatchNorm(nnx.Module):
       self.mean.set_value(m * self.mean[...] + (1.0 - m) * mean)
       self.var.set_value(m * self.var[...] + (1.0 - m) * unbiased)
       return y
-    x32 = x.astype(jnp.promote_types(x.dtype, jnp.float32))
-    inv = jax.lax.rsqrt(self.var[...] + self.epsilon) * self.scale[...].astype(x32.dtype)
-    y = (x32 - self.mean[...]) * inv + self.bias[...].astype(x32.dtype)
-    return y.astype(out_dtype)
+    return _normalize(x.astype(jnp.promote_types(x.dtype, jnp.float32)), self.mean[...],
+                      jax.lax.rsqrt(self.var[...] + self.epsilon), self.scale[...],
+                      self.bias[...], out_dtype)
 
   @staticmethod
   def torch_to_jax(leaf: str, array: np.ndarray) -> tuple[str, np.ndarray]:
