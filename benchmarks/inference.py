@@ -45,7 +45,7 @@ import numpy as np
 from flax import nnx
 
 from benchmarks import _timing
-from jaxpose import convert, models
+from jaxpose import compile_options, convert, models
 from jaxpose.models import (hg3d, hrnet, inference, integral, layers, mspn, resnet, rie,
                             videopose3d)
 
@@ -116,7 +116,8 @@ def jitted_case(name: str, batch: int, dtype: str = "float32"):
   model.eval()
   forward, state = inference.forward_fn(model, micro_batch=None)
   x = jnp.asarray(np.random.RandomState(0).standard_normal((batch, *shape)), jnp.float32)
-  return jax.jit(forward), (state, x)
+  return (jax.jit(forward, compiler_options=compile_options.for_platform(jax.default_backend())),
+          (state, x))
 
 
 # ----------------------------------------------------------------------------------------
@@ -190,10 +191,13 @@ def run_model(name: str, args) -> list[dict]:
   micro = named[args.micro_batch] if args.micro_batch in named else int(args.micro_batch)
   prepared = inference.prepare_for_inference(model, (1, *shape))
   forward, state = inference.forward_fn(prepared, micro, output=main_output(config))
-  paths = {"jaxpose": (jax.jit(forward), state)}
+  options = compile_options.for_platform(jax.default_backend())
+  paths = {"jaxpose": (jax.jit(forward, compiler_options=options), state)}
+  if args.compare_xla_default:
+    paths["xla default"] = (jax.jit(forward), state)
   if args.compare_plain:
     plain, plain_state = inference.forward_fn(model, micro_batch=None, output=main_output(config))
-    paths["plain"] = (jax.jit(plain), plain_state)
+    paths["plain"] = (jax.jit(plain, compiler_options=options), plain_state)
   peer = make_peer(model, config.replace(dtype="float32"), shape) if args.peer else None
   check = None
   if peer is not None:
@@ -224,6 +228,8 @@ def run_model(name: str, args) -> list[dict]:
            "items_s": batch / med["jaxpose"], "gflops_s": flops * batch / 1e9 / med["jaxpose"]}
     if "plain" in med:
       row["plain_items_s"] = batch / med["plain"]
+    if "xla default" in med:
+      row["xla_default_items_s"] = batch / med["xla default"]
     if "torch" in med:
       row.update(torch_items_s=batch / med["torch"], ratio=med["torch"] / med["jaxpose"],
                  peer_diff=f"{check:.1e}")
@@ -243,6 +249,9 @@ def main(argv=None) -> None:
                       help="'auto' (inference.auto_micro_batch: sized per model), 'none' or a size")
   parser.add_argument("--compare_plain", action="store_true",
                       help="also time the plain path (model as converted, whole batch)")
+  parser.add_argument("--compare_xla_default", action="store_true",
+                      help="also time the jaxpose path compiled with XLA's default options "
+                      "(without jaxpose.compile_options)")
   _timing.add_comparison_args(parser, rounds=5)
   args = _timing.parse_comparison_args(parser, argv)
   rows = []
@@ -258,6 +267,8 @@ def main(argv=None) -> None:
              ("items_s", "jaxpose items/s", ".2f"), ("gflops_s", "GFLOP/s", ".1f")]
   if any("plain_items_s" in r for r in rows):
     columns.append(("plain_items_s", "plain path items/s", ".2f"))
+  if any("xla_default_items_s" in r for r in rows):
+    columns.append(("xla_default_items_s", "XLA-default options items/s", ".2f"))
   if any("torch_items_s" in r for r in rows):
     columns += [("torch_items_s", "PyTorch fp32 items/s", ".2f"),
                 ("ratio", "ratio", ".2f"), ("peer_diff", "peer rel. diff", "")]

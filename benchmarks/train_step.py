@@ -118,7 +118,8 @@ def random_batch(config, batch: int) -> dict[str, np.ndarray]:
   return {"image": images, **TARGETS[config.task](config, batch, rs)}
 
 
-def build_case(spec: str, dtype: str, batch_per_device: int) -> dict:
+def build_case(spec: str, dtype: str, batch_per_device: int, xla_default: bool = False
+               ) -> dict:
   """Everything one benchmark row needs: config, task, model, jitted step, state, batch."""
   config = load_config(spec)
   config.unlock()
@@ -144,8 +145,10 @@ def build_case(spec: str, dtype: str, batch_per_device: int) -> dict:
   step = state_lib.make_train_step(train_def, loss, tx, lambda s: task.step_hparams(s, plan))
   host_batch = task.example_batch(batch) if is_lifter else random_batch(config, batch)
   data = state_lib.global_batch(host_batch, mesh)
-  jitted = jax.jit(step, in_shardings=(state_lib.replicated(mesh), state_lib.batch_sharding(mesh)),
-                   out_shardings=(state_lib.replicated(mesh), state_lib.replicated(mesh)))
+  jitted = state_lib.jit_train_step(step, mesh, donate=False)
+  if xla_default:  # the same step with XLA's default compiler options (no compile_options)
+    jitted = jax.jit(step, in_shardings=(state_lib.replicated(mesh), state_lib.batch_sharding(mesh)),
+                     out_shardings=(state_lib.replicated(mesh), state_lib.replicated(mesh)))
   return dict(config=config, task=task, is_lifter=is_lifter, model=model, jitted=jitted,
               state=train_state, data=data, host_batch=host_batch, batch=batch)
 
@@ -187,9 +190,9 @@ def make_peer(config, model, task, host_batch):
 
 
 def benchmark(spec: str, dtype: str, batch_per_device: int, rounds: int, per_block: int,
-              peer: bool) -> dict:
+              peer: bool, xla_default: bool = False) -> dict:
   """One config's train step at ``batch_per_device`` examples (images or windows)."""
-  case = build_case(spec, dtype, batch_per_device)
+  case = build_case(spec, dtype, batch_per_device, xla_default)
   config, state, data, batch = case["config"], case["state"], case["data"], case["batch"]
   start = time.perf_counter()
   compiled = case["jitted"].lower(state, data).compile()
@@ -229,6 +232,9 @@ def main(argv=None) -> None:
                       "PyTorch comparison), else 32")
   parser.add_argument("--windows_per_device", type=int, default=256,
                       help="training windows per device (lifter configs)")
+  parser.add_argument("--xla_default", action="store_true",
+                      help="compile with XLA's default options, not jaxpose.compile_options "
+                      "(the before of that change)")
   _timing.add_comparison_args(parser, rounds=3)
   args = _timing.parse_comparison_args(parser, argv)
   images_per_device = args.batch_per_device or (4 if jax.default_backend() == "cpu" else 32)
@@ -238,13 +244,16 @@ def main(argv=None) -> None:
     lifter = spec.split(":")[0] in LIFTER_CONFIGS
     for dtype in args.dtypes.split(","):
       per_device = args.windows_per_device if lifter else images_per_device
-      rows.append(benchmark(spec, dtype, per_device, args.rounds, args.per_block, args.peer))
+      rows.append(benchmark(spec, dtype, per_device, args.rounds, args.per_block, args.peer,
+                            args.xla_default))
       unit = "sequences_s" if lifter else "images_s"
       print(f"  {spec} {dtype}: {rows[-1][unit]:.2f} {unit[:-2]}/s"
             + (f", PyTorch {rows[-1]['torch_images_s']:.2f}" if "ratio" in rows[-1] else ""),
             flush=True)
+  options = "XLA defaults" if args.xla_default else "jaxpose.compile_options"
   print(f"\ntrain step (forward + backward + update), {_timing.device_description()}, "
-        f"jax {jax.__version__}, {inference_benchmark.torch_threads()} threads\n")
+        f"jax {jax.__version__}, {inference_benchmark.torch_threads()} threads, compiled with "
+        f"{options}\n")
   common = [("config", "config", ""), ("input", "input", ""), ("dtype", "compute", ""),
             ("batch", "global batch", "d"), ("compile_s", "compile (s)", ".1f"),
             ("ms", "ms / step", ".0f")]

@@ -21,6 +21,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from jaxpose import compile_options
 from jaxpose.data import topdown
 from jaxpose.inference.loading import LoadedModel
 from jaxpose.models import inference
@@ -99,7 +100,7 @@ class PosePredictor:
     task = self.task
     self._state = state
     # Micro-batches sized to the CPU caches (measured faster), the whole batch elsewhere.
-    self._forward = jax.jit(lambda st, x: inference.micro_batched(
+    self._forward = compile_options.jit(lambda st, x: inference.micro_batched(
         lambda xb: task.predict(nnx.merge(graphdef, st), xb), "auto")(x))
 
   @property

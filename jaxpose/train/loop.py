@@ -40,6 +40,7 @@ from jax.sharding import Mesh
 from tqdm import tqdm
 
 from jaxpose import checkpoint as ckpt_lib
+from jaxpose import compile_options
 from jaxpose import fileio
 from jaxpose.models import inference
 from jaxpose.train import guards, multihost, state as state_lib, summary, validation
@@ -141,8 +142,11 @@ def make_predict_fns(eval_def: nnx.GraphDef, task: base.Task, mesh: Mesh):
 
   rep, rows = state_lib.replicated(mesh), state_lib.batch_sharding(mesh)
   micro_batch = "auto" if mesh.size == 1 else None
-  sharded = jax.jit(predict_fn(micro_batch), in_shardings=(rep, rep, rows), out_shardings=rows)
-  whole = jax.jit(predict_fn(None), in_shardings=(rep, rep, rep), out_shardings=rep)
+  options = compile_options.for_platform(state_lib.mesh_platform(mesh))
+  sharded = jax.jit(predict_fn(micro_batch), in_shardings=(rep, rep, rows), out_shardings=rows,
+                    compiler_options=options)
+  whole = jax.jit(predict_fn(None), in_shardings=(rep, rep, rep), out_shardings=rep,
+                  compiler_options=options)
   return sharded, whole
 
 

@@ -26,6 +26,8 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from jaxpose import compile_options
+
 Batch = Any  # a pytree (usually a dict) of arrays, leading axis = examples
 Metrics = dict[str, jax.Array]
 HParams = dict[str, jax.Array]
@@ -160,13 +162,21 @@ def call_model(model: nnx.Module, inputs: jax.Array, key: jax.Array):
   return model(inputs)
 
 
-def jit_train_step(step_fn, mesh: Mesh, state_sharding=None):
-  """``jax.jit`` of the train step with explicit shardings and a donated state."""
+def jit_train_step(step_fn, mesh: Mesh, state_sharding=None, donate: bool = True):
+  """``jax.jit`` of the train step with explicit shardings, a donated state (unless
+  ``donate=False``: benchmarks call it on one state repeatedly) and the mesh platform's
+  ``compile_options``."""
   state_sharding = state_sharding if state_sharding is not None else replicated(mesh)
   return jax.jit(step_fn,
                  in_shardings=(state_sharding, batch_sharding(mesh)),
                  out_shardings=(state_sharding, replicated(mesh)),
-                 donate_argnums=(0,))
+                 donate_argnums=(0,) if donate else (),
+                 compiler_options=compile_options.for_platform(mesh_platform(mesh)))
+
+
+def mesh_platform(mesh: Mesh) -> str:
+  """The platform (``"cpu"``, ``"gpu"``, ``"tpu"``) of the mesh's devices."""
+  return mesh.devices.flat[0].platform
 
 
 def global_batch(batch: Batch, mesh: Mesh) -> Batch:

@@ -50,7 +50,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from jaxpose import convert, datasets
+from jaxpose import compile_options, convert, datasets
 from jaxpose.data import keypoints as kp
 from jaxpose.data import mocap_format, pipeline, sequences
 from jaxpose.evaluation import h36m as h36m_eval
@@ -168,8 +168,9 @@ def _check_keypoints(keypoints: np.ndarray) -> np.ndarray:
   return keypoints
 
 
-@functools.partial(nnx.jit, static_argnames=("flip",))
-def _lift_jit(model, keypoints, keypoint_flip, joint_flip, flip):
+@functools.partial(compile_options.jit, static_argnames=("graphdef", "flip"))
+def _lift_jit(graphdef, state, keypoints, keypoint_flip, joint_flip, flip):
+  model = nnx.merge(graphdef, state)
   if not flip:
     return lift_windows(model, keypoints, None, None)
   return lift_windows(model, keypoints, keypoint_flip, joint_flip)
@@ -209,22 +210,23 @@ def lift_sequence(model: nnx.Module, keypoints: np.ndarray, *,
   """
   keypoints = _check_keypoints(keypoints)
   rf, shift, whole = _model_facts(model)
-  graphdef, state = nnx.split(model)
-  model = nnx.merge(graphdef, state)
+  model = nnx.merge(*nnx.split(model))  # a view: eval() leaves the caller's module as it was
   model.eval()
+  graphdef, state = nnx.split(model)
   k = keypoints.shape[1]
   keypoint_flip = jnp.asarray(kp.flip_permutation(k, keypoint_flip_pairs))
   joints_out = jax.eval_shape(lambda: model(jnp.zeros((1, rf, k, 2), jnp.float32)))
   joint_flip = jnp.asarray(kp.flip_permutation(joints_out["poses"].shape[2], joint_flip_pairs))
   padded = pad_sequence(keypoints, rf, shift)
   if whole:
-    return np.asarray(_lift_jit(model, padded[None], keypoint_flip, joint_flip, flip_test))[0]
+    return np.asarray(_lift_jit(graphdef, state, padded[None], keypoint_flip, joint_flip,
+                                flip_test))[0]
   num = len(keypoints)
   out = []
   for start in range(0, num, window_batch):
     frames = np.minimum(start + np.arange(window_batch), num - 1)  # fixed batch: one compile
     windows = padded[frames[:, None] + np.arange(rf)[None]]
-    poses = _lift_jit(model, windows, keypoint_flip, joint_flip, flip_test)
+    poses = _lift_jit(graphdef, state, windows, keypoint_flip, joint_flip, flip_test)
     out.append(np.asarray(poses)[: min(window_batch, num - start), 0])
   return np.concatenate(out)
 
