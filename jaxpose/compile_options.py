@@ -2,15 +2,22 @@
 
 jaxlib 0.10's XLA:CPU hands convolutions and matmuls to YNNPACK fusions by default
 (``xla_cpu_experimental_ynn_fusion_type``). For jaxpose's workloads XLA's own emitters are
-faster, so on CPUs every jitted step is compiled with that fusion switched off (an option
-of that one compilation: other JAX code in the process is untouched). Measured on a
-2-core AMD EPYC, the same function compiled both ways in one process (alternating calls,
-medians): train step at batch 4, HRNet-w32 4138 -> 2875 ms, SimpleBaseline-50 2694 ->
-2328 ms; float32 inference SimpleBaseline-50 b1 7.2 -> 8.6 img/s, b32 8.6 -> 10.0, HRNet-w32
-b1 4.8 -> 5.7, b32 5.3 -> 5.7, MSPN b1 3.6 -> 4.3, b32 4.1 -> 4.4, VideoPose3D-243 b1 63 ->
-94 seq/s, b32 201 -> 271; bfloat16 at b32 SimpleBaseline-50 7.5 -> 11.2, HRNet-w32 4.9 ->
-7.8 img/s. Outputs agree within float rounding (relative 2e-6 in float32; bfloat16's
-distance to float32 unchanged). ``benchmarks/inference.py --compare_xla_default`` and
+as fast or faster, so on CPUs every jitted step is compiled with that fusion switched off
+(an option of that one compilation: other JAX code in the process is untouched). Measured
+on a 2-core AMD EPYC, the same function compiled both ways in one process (alternating
+calls, medians), YNNPACK -> XLA emitters:
+
+* float32 inference (items/s, prepared path): SimpleBaseline-50 b1 6.6 -> 8.1, b32 8.5 ->
+  12.6; HRNet-w32 b1 4.7 -> 5.7, b32 6.5 -> 7.7; MSPN-2 b1 3.6 -> 4.3, b32 4.1 -> 4.4;
+  VideoPose3D-243 b1 95 -> 149, b32 392 -> 408. bfloat16 at b32: SimpleBaseline-50 7.5
+  -> 11.2, HRNet-w32 4.9 -> 7.8.
+* train step, batch 4: HRNet-w32 3153 -> 2916 ms, SimpleBaseline-50 2091 -> 2190 ms
+  (within noise). Earlier the same day the machine ran ~1.8x slower throughout (compile
+  times; a 2048^2 matmul at 100 GFLOP/s), probably shared with other jobs, and there
+  YNNPACK suffered most: HRNet-w32 4138 -> 2875 ms, SimpleBaseline-50 2694 -> 2328 ms.
+
+Outputs agree within float rounding (relative 2e-6 in float32; bfloat16's distance to
+float32 unchanged). ``benchmarks/inference.py --compare_xla_default`` and
 ``benchmarks/train_step.py --xla_default`` rerun the comparison.
 
 A user's own ``XLA_FLAGS`` setting of the same option wins (nothing is overridden), and a
