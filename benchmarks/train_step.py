@@ -145,10 +145,9 @@ def build_case(spec: str, dtype: str, batch_per_device: int, xla_default: bool =
   step = state_lib.make_train_step(train_def, loss, tx, lambda s: task.step_hparams(s, plan))
   host_batch = task.example_batch(batch) if is_lifter else random_batch(config, batch)
   data = state_lib.global_batch(host_batch, mesh)
-  jitted = state_lib.jit_train_step(step, mesh, donate=False)
-  if xla_default:  # the same step with XLA's default compiler options (no compile_options)
-    jitted = jax.jit(step, in_shardings=(state_lib.replicated(mesh), state_lib.batch_sharding(mesh)),
-                     out_shardings=(state_lib.replicated(mesh), state_lib.replicated(mesh)))
+  # xla_default: the same step with XLA's default compiler options (no compile_options).
+  jitted = state_lib.jit_train_step(step, mesh, donate=False,
+                                    compiler_options={} if xla_default else None)
   return dict(config=config, task=task, is_lifter=is_lifter, model=model, jitted=jitted,
               state=train_state, data=data, host_batch=host_batch, batch=batch)
 

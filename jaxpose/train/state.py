@@ -162,16 +162,19 @@ def call_model(model: nnx.Module, inputs: jax.Array, key: jax.Array):
   return model(inputs)
 
 
-def jit_train_step(step_fn, mesh: Mesh, state_sharding=None, donate: bool = True):
+def jit_train_step(step_fn, mesh: Mesh, state_sharding=None, donate: bool = True,
+                   compiler_options: dict[str, str] | None = None):
   """``jax.jit`` of the train step with explicit shardings, a donated state (unless
-  ``donate=False``: benchmarks call it on one state repeatedly) and the mesh platform's
-  ``compile_options``."""
+  ``donate=False``: benchmarks call it on one state repeatedly) and XLA compiler options
+  (default: the mesh platform's ``compile_options``; ``{}``: XLA's defaults)."""
   state_sharding = state_sharding if state_sharding is not None else replicated(mesh)
+  if compiler_options is None:
+    compiler_options = compile_options.for_platform(mesh_platform(mesh))
   return jax.jit(step_fn,
                  in_shardings=(state_sharding, batch_sharding(mesh)),
                  out_shardings=(state_sharding, replicated(mesh)),
                  donate_argnums=(0,) if donate else (),
-                 compiler_options=compile_options.for_platform(mesh_platform(mesh)))
+                 compiler_options=compiler_options)
 
 
 def mesh_platform(mesh: Mesh) -> str:
