@@ -1,20 +1,25 @@
 """XLA compiler options of jaxpose's jitted steps (train step, evaluation, predict, lifting).
 
-jaxlib 0.10's XLA:CPU hands convolutions and matmuls to YNNPACK fusions by default
-(``xla_cpu_experimental_ynn_fusion_type``). For jaxpose's workloads XLA's own emitters are
-as fast or faster, so on CPUs every jitted step is compiled with that fusion switched off
-(an option of that one compilation: other JAX code in the process is untouched). Measured
-on a 2-core AMD EPYC, the same function compiled both ways in one process (alternating
-calls, medians), YNNPACK -> XLA emitters:
+jaxlib 0.10's XLA:CPU hands convolutions, matmuls, elementwise chains and reductions to
+YNNPACK fusions by default (``xla_cpu_experimental_ynn_fusion_type``). For jaxpose's
+workloads XLA's own convolution and dot emitters are as fast or faster, while XLA's own
+reductions are not: its tree-reduction rewrite turns every large reduction (BatchNorm's
+statistics and their gradients) into a ``reduce-window`` that its loop emitter runs at
+~8 ns per element. So on CPUs every jitted step is compiled with YNNPACK fusing the
+reductions only (an option of that one compilation: other JAX code in the process is
+untouched). Measured on a 2-core AMD EPYC, the same function compiled each way in one
+process (alternating calls, medians):
 
-* float32 inference (items/s, prepared path): SimpleBaseline-50 b1 6.6 -> 8.1, b32 8.5 ->
-  12.6; HRNet-w32 b1 4.7 -> 5.7, b32 6.5 -> 7.7; MSPN-2 b1 3.6 -> 4.3, b32 4.1 -> 4.4;
-  VideoPose3D-243 b1 95 -> 149, b32 392 -> 408. bfloat16 at b32: SimpleBaseline-50 7.5
-  -> 11.2, HRNet-w32 4.9 -> 7.8.
-* train step, batch 4: HRNet-w32 3153 -> 2916 ms, SimpleBaseline-50 2091 -> 2190 ms
-  (within noise). Earlier the same day the machine ran ~1.8x slower throughout (compile
-  times; a 2048^2 matmul at 100 GFLOP/s), probably shared with other jobs, and there
-  YNNPACK suffered most: HRNet-w32 4138 -> 2875 ms, SimpleBaseline-50 2694 -> 2328 ms.
+* float32 inference (items/s, prepared path), all YNNPACK fusions -> none: SimpleBaseline-50
+  b1 6.6 -> 8.1, b32 8.5 -> 12.6; HRNet-w32 b1 4.7 -> 5.7, b32 6.5 -> 7.7; MSPN-2 b1 3.6 ->
+  4.3, b32 4.1 -> 4.4; VideoPose3D-243 b1 95 -> 149, b32 392 -> 408. bfloat16 at b32:
+  SimpleBaseline-50 7.5 -> 11.2, HRNet-w32 4.9 -> 7.8. YNNPACK reductions on top: within
+  3% (inference folds BatchNorm away; few large reductions are left).
+* train step, batch 4 (ms), all YNNPACK fusions / none / reductions only:
+  SimpleBaseline-50 1083 / 1272 / 950 (the reduce-windows alone were 25% of its op time),
+  HRNet-w32 - / 1585 / 1507, the quickstart model (batch 16) - / 138 / 102. Letting YNNPACK
+  also take the dots, or the elementwise fusions, gained nothing (850-1070 ms); its
+  convolutions cost 20% (1039 ms).
 
 Outputs agree within float rounding (relative 2e-6 in float32; bfloat16's distance to
 float32 unchanged). ``benchmarks/inference.py --compare_xla_default`` and
@@ -35,7 +40,8 @@ import jax
 import numpy as np
 
 YNN_FUSION_TYPE = "xla_cpu_experimental_ynn_fusion_type"
-CPU_OPTIONS = {YNN_FUSION_TYPE: ""}  # no YNNPACK fusions: XLA's convolution and dot emitters
+# YNNPACK fuses the reductions only: convolutions and dots go to XLA's own emitters.
+CPU_OPTIONS = {YNN_FUSION_TYPE: "LIBRARY_FUSION_TYPE_REDUCE"}
 
 
 def for_platform(platform: str) -> dict[str, str]:
