@@ -164,13 +164,13 @@ def dot_general(a: Array, b: Array, dimension_numbers, precision: jax.lax.Precis
 def pointwise_conv(x: Array, kernel: Array, precision: jax.lax.PrecisionLike = None) -> Array:
   """A 1x1 convolution as a matmul over channels: ``x [..., C_in] @ kernel [C_in, C_out]``.
 
-  Same values and gradients as ``dot_general`` (above); only the kernel gradient's operand
-  order differs. ``dkernel = sum_n x[n]^T g[n]`` contracts the batch and spatial axes, which
-  come first in both operands: XLA:CPU copies the left operand into a transposed layout before
-  the matmul, so the gradient is computed with the narrower of ``x`` and ``g`` on the left
-  (and the small ``[C_out, C_in]`` result transposed): 1.14x SimpleBaseline-50's CPU train
-  step, 1.25x the quickstart's (bottleneck ``conv1`` and HRNet's fuse layers narrow
-  channels 2-8x).
+  Same values and gradients as ``dot_general`` (above); only the kernel gradient's form
+  differs. ``dkernel = sum_n x[n]^T g[n]`` contracts the batch and spatial axes, which come
+  first in both operands. Contracted as they are, XLA:CPU rewrites the dot with a transposed
+  copy of its left operand (a slow strided copy); with both operands flattened to ``[rows,
+  channels]`` its matmul reads them in place ([4, 64, 48, 64] x [.., 256]: 4.3 -> 2.8 ms).
+  The narrower of ``x`` and ``g`` goes on the left (the small ``[C_out, C_in]`` result
+  transposed), which XLA:CPU's matmul runs up to 10% faster.
   """
   return dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())), precision)
 
@@ -182,11 +182,14 @@ def _pointwise_conv_fwd(x, kernel, precision):
 def _pointwise_conv_bwd(precision, residuals, g):
   x, kernel = residuals
   dx = dot_general(g, kernel, (((g.ndim - 1,), (1,)), ((), ())), precision)
-  lead = tuple(range(x.ndim - 1))
+  # Both operands as [rows, channels] (free reshapes): contracting the leading axes of
+  # higher-rank operands, XLA rewrites the dot with a transposed copy of the left one.
+  x, g = x.reshape(-1, x.shape[-1]), g.reshape(-1, g.shape[-1])
+  rows = (((0,), (0,)), ((), ()))
   if kernel.shape[0] > kernel.shape[1]:
-    dkernel = dot_general(g, x, ((lead, lead), ((), ())), precision).T
+    dkernel = dot_general(g, x, rows, precision).T
   else:
-    dkernel = dot_general(x, g, ((lead, lead), ((), ())), precision)
+    dkernel = dot_general(x, g, rows, precision)
   return dx, dkernel
 
 
