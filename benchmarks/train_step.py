@@ -118,9 +118,13 @@ def random_batch(config, batch: int) -> dict[str, np.ndarray]:
   return {"image": images, **TARGETS[config.task](config, batch, rs)}
 
 
-def build_case(spec: str, dtype: str, batch_per_device: int, xla_default: bool = False
-               ) -> dict:
-  """Everything one benchmark row needs: config, task, model, jitted step, state, batch."""
+def build_case(spec: str, dtype: str, batch_per_device: int, xla_default: bool = False,
+               donate: bool = False) -> dict:
+  """Everything one benchmark row needs: config, task, model, jitted step, state, batch.
+
+  ``donate``: the jitted step donates its state, as training runs it (the caller threads
+  the returned state into the next call); without, it can be called on one state again.
+  """
   config = load_config(spec)
   config.unlock()
   config.train.dtype = dtype
@@ -146,7 +150,7 @@ def build_case(spec: str, dtype: str, batch_per_device: int, xla_default: bool =
   host_batch = task.example_batch(batch) if is_lifter else random_batch(config, batch)
   data = state_lib.global_batch(host_batch, mesh)
   # xla_default: the same step with XLA's default compiler options (no compile_options).
-  jitted = state_lib.jit_train_step(step, mesh, donate=False,
+  jitted = state_lib.jit_train_step(step, mesh, donate=donate,
                                     compiler_options={} if xla_default else None)
   return dict(config=config, task=task, is_lifter=is_lifter, model=model, jitted=jitted,
               state=train_state, data=data, host_batch=host_batch, batch=batch)
@@ -191,20 +195,29 @@ def make_peer(config, model, task, host_batch):
 def benchmark(spec: str, dtype: str, batch_per_device: int, rounds: int, per_block: int,
               peer: bool, xla_default: bool = False) -> dict:
   """One config's train step at ``batch_per_device`` examples (images or windows)."""
-  case = build_case(spec, dtype, batch_per_device, xla_default)
-  config, state, data, batch = case["config"], case["state"], case["data"], case["batch"]
+  case = build_case(spec, dtype, batch_per_device, xla_default, donate=True)
+  config, data, batch = case["config"], case["data"], case["batch"]
   start = time.perf_counter()
-  compiled = case["jitted"].lower(state, data).compile()
+  compiled = case["jitted"].lower(case["state"], data).compile()
   compile_s = time.perf_counter() - start
-  calls = {"jaxpose": lambda: jax.block_until_ready(compiled(state, data))}
+  # As training runs it: the state is donated and each step's output state is the next
+  # step's input (updated in place; a fresh ~0.5 GB state per SimpleBaseline-50 step
+  # otherwise), as the peer's optimizer updates its parameters in place.
+  current = {"state": case.pop("state")}
+
+  def ours() -> float:
+    current["state"], metrics = jax.block_until_ready(compiled(current["state"], data))
+    return float(metrics["loss"])
+
+  calls = {"jaxpose": ours}
   row = {"config": spec, "dtype": dtype, "batch": batch, "compile_s": compile_s}
   torch_step = None
   if peer and dtype == "float32" and not case["is_lifter"]:
     torch_step = make_peer(config, case["model"], case["task"], case["host_batch"])
   if torch_step is not None:
-    ours = float(compiled(state, data)[1]["loss"])
+    ours_loss = ours()
     theirs = torch_step()
-    row["loss_diff"] = f"{abs(ours - theirs) / abs(theirs):.1e}"
+    row["loss_diff"] = f"{abs(ours_loss - theirs) / abs(theirs):.1e}"
     calls["torch"] = torch_step
   med = inference_benchmark.alternate(calls, rounds, per_block)
   step_s = med["jaxpose"]
