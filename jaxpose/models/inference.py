@@ -243,13 +243,20 @@ def fast_call(model: nnx.Module, call: Callable[[nnx.Module, Any], Any],
 # Activation bytes per core a micro-batch's largest intermediate may take on CPUs. Measured
 # on 2-core machines (an AMD EPYC, 1 MiB L2 per core and 32 MiB shared L3; a Xeon, 4 MiB L2
 # per core), batch 32, items/s at micro-batches of 1 / 2 / 4 / 8 / 16 / 32 (BatchNorms
-# folded): SimpleBaseline-50 21.1 / 22.7 / 23.1, HRNet-w32 11.5 / 12.2 / 11.7, MSPN-2stg
-# 10.7 / 11.5 / 11.5 (largest intermediate ~3 MiB per image: budget 8 MiB -> 2);
-# VideoPose3D dilated over 244 frames 52.5 / 63.1 / 65.6 / 64.1 / 61.1 / 57.9 (1 MiB per
-# sequence -> 8), strided over one 243-frame window 317 / 488 / 698 / 813 / 922 / 998
-# (0.33 MiB -> 24, split evenly -> 16): a micro-batch's activations stay in the caches
-# while its matmuls stay wide enough to amortise reading the weights.
-CPU_CACHE_BUDGET_PER_CORE = 4 * 2**20
+# folded; XLA:CPU with YNNPACK convolutions): SimpleBaseline-50 21.1 / 22.7 / 23.1,
+# HRNet-w32 11.5 / 12.2 / 11.7, MSPN-2stg 10.7 / 11.5 / 11.5; VideoPose3D dilated over 244
+# frames 52.5 / 63.1 / 65.6 / 64.1 / 61.1 / 57.9, strided over one 243-frame window 317 /
+# 488 / 698 / 813 / 922 / 998. With XLA's own convolution emitters (``compile_options``;
+# the same compiled function per micro-batch in one process, alternating), micro-batch 2
+# vs 3: SimpleBaseline-50 20.2 / 20.6, HRNet-w32 11.2 / 11.6, MSPN 11.0 / 11.6 (largest
+# intermediate ~3 MiB per image -> 3); VideoPose3D strided 16 vs 32: 600 / 706 (0.32 MiB
+# -> the whole batch), dilated 8 vs 11: 65 / 62 (0.95 MiB -> 11). The budget is the
+# smallest that gives the strided VideoPose3D its whole batch: the image models gain 2-5%,
+# dilated VideoPose3D over a batch of whole sequences loses 5%. Larger splits divide the
+# image models (SimpleBaseline-50 at 8: 24.2, HRNet-w32 at 8: 11.6). A micro-batch's
+# activations stay in the caches while its matmuls stay wide enough to amortise reading
+# the weights.
+CPU_CACHE_BUDGET_PER_CORE = int(5.5 * 2**20)
 
 
 def largest_intermediate_bytes(apply: Callable[[Any], Any], example: Any) -> int:
