@@ -18,8 +18,8 @@ process (alternating calls, medians):
 * train step, batch 4 (ms), all YNNPACK fusions / none / reductions only:
   SimpleBaseline-50 1083 / 1272 / 950 (the reduce-windows alone were 25% of its op time),
   HRNet-w32 - / 1585 / 1507, the quickstart model (batch 16) - / 138 / 102, VideoPose3D
-  (81 frames, 256 windows) - / 579 / 484. Letting YNNPACK
-  also take the dots, or the elementwise fusions, gained nothing (850-1070 ms); its
+  (81 frames, 256 windows) - / 579 / 484. Letting YNNPACK also take the dots, or the
+  elementwise fusions, gained nothing for SimpleBaseline-50 (850-1070 ms); its
   convolutions cost 20% (1039 ms).
 
 Outputs agree within float rounding (relative 2e-6 in float32; bfloat16's distance to

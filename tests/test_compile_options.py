@@ -56,7 +56,7 @@ def test_train_step_on_a_cpu_mesh_runs_convolutions_and_dots_outside_ynnpack():
   ours = state_lib.jit_train_step(step, mesh, donate=False).lower(params, batch).compile()
   default = jax.jit(step).lower(params, batch).compile()
   # Else this jaxlib's default changed: revisit the options.
-  assert "dot" in _fusions(default)["ynn"]
+  assert "dot" in _fusions(default).get("ynn", set())
   ours_fused = _fusions(ours)
   assert set(ours_fused) == {"ynn"} and "reduce" in ours_fused["ynn"]
   assert not {"convolution", "dot"} & ours_fused["ynn"]

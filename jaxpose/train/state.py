@@ -165,7 +165,7 @@ def call_model(model: nnx.Module, inputs: jax.Array, key: jax.Array):
 def jit_train_step(step_fn, mesh: Mesh, state_sharding=None, donate: bool = True,
                    compiler_options: dict[str, str] | None = None):
   """``jax.jit`` of the train step with explicit shardings, a donated state (unless
-  ``donate=False``: benchmarks call it on one state repeatedly) and XLA compiler options
+  ``donate=False``: to call it on one state repeatedly, as the profiler does) and XLA compiler options
   (default: the mesh platform's ``compile_options``; ``{}``: XLA's defaults)."""
   state_sharding = state_sharding if state_sharding is not None else replicated(mesh)
   if compiler_options is None:
