@@ -126,6 +126,65 @@ def test_pointwise_conv_gradients_equal_dot_general(c_in, c_out):
       np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-12)
 
 
+CONV_CASES = [  # (batch, spatial, kernel, stride, padding)
+    (2, (16, 12), (3, 3), (1, 1), (1, 1)),  # batch folded into the rows (kernel gradient)
+    (4, (18, 16), (3, 3), (1, 1), (0, 0)),  # folded, unpadded
+    (1, (14, 16), (5, 3), (1, 1), (2, 1)),  # folded, one image
+    (5, (16, 12), (3, 3), (1, 1), (1, 1)),  # XLA's kernel gradient (batch too large)
+    (2, (5, 4), (3, 3), (1, 1), (1, 1)),  # XLA's kernel gradient (too few pixels)
+    (2, (9, 8), (3, 3), (2, 2), (1, 1)),  # strided: input gradient per output phase
+    (3, (13, 10), (7, 7), (2, 2), (3, 3)),  # ResNet stem, odd sizes (output_padding 0 / 1)
+    (2, (11, 12), (3, 3), (3, 3), (1, 1)),
+    (2, (10, 9), (3, 2), (2, 1), (1, 0)),  # mixed strides
+    (2, (13,), (5,), (3,), (1,)),  # 1-D, strided
+    (2, (13,), (3,), (1,), (1,)),  # 1-D: XLA's gradients
+]
+
+
+@pytest.mark.parametrize("batch,spatial,kernel,stride,padding", CONV_CASES)
+def test_conv_values_and_gradients_equal_xla(batch, spatial, kernel, stride, padding):
+  """``layers.conv`` (its gradients in faster forms) against XLA's convolution (float64)."""
+  rs = np.random.RandomState(0)
+  nd = len(spatial)
+  plain = lambda x, k: jax.lax.conv_general_dilated(
+      x, k, stride, [(p, p) for p in padding], dimension_numbers=layers._DIMENSION_NUMBERS[nd])
+  with jax.enable_x64(True):
+    x = jnp.asarray(rs.standard_normal((batch, *spatial, 3)))
+    k = jnp.asarray(rs.standard_normal((*kernel, 3, 4)))
+    want = plain(x, k)
+    np.testing.assert_array_equal(np.asarray(layers.conv(x, k, stride, padding)),
+                                  np.asarray(want))
+    cotangent = jnp.asarray(rs.standard_normal(want.shape))
+    ours = jax.jit(jax.grad(lambda x, k: jnp.vdot(layers.conv(x, k, stride, padding),
+                                                  cotangent), argnums=(0, 1)))(x, k)
+    theirs = jax.grad(lambda x, k: jnp.vdot(plain(x, k), cotangent), argnums=(0, 1))(x, k)
+    for a, b in zip(ours, theirs):
+      assert a.shape == b.shape and a.dtype == b.dtype
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-12)
+
+
+def test_conv_cases_cover_both_kernel_gradient_forms():
+  folded = [nd == 2 and s == (1, 1) and layers._folds_batch_for_kernel_grad(
+      b, *(n + 2 * p - k + 1 for n, k, p in zip(sp, kern, pad)))
+            for b, sp, kern, s, pad in CONV_CASES for nd in [len(sp)]]
+  assert any(folded) and not all(folded)
+
+
+def test_conv_layer_uses_conv_for_undilated_ungrouped_kernels():
+  """The Conv layer routes through ``layers.conv`` (its custom gradient), 1x1 kernels through
+  ``pointwise_conv``, dilated or grouped ones through XLA's convolution."""
+  def primitives(layer, x):
+    jaxpr = jax.make_jaxpr(lambda x: layer(x))(x)
+    return {e.primitive.name for e in jaxpr.jaxpr.eqns}
+  x = jnp.zeros((1, 8, 8, 4))
+  assert "custom_vjp_call" in primitives(layers.Conv(4, 4, 3, strides=2, padding=1,
+                                                     rngs=nnx.Rngs(0)), x)
+  assert "conv_general_dilated" in primitives(layers.Conv(4, 4, 3, dilation=2, padding=2,
+                                                          rngs=nnx.Rngs(0)), x)
+  assert "conv_general_dilated" in primitives(layers.Conv(4, 4, 3, groups=2, padding=1,
+                                                          rngs=nnx.Rngs(0)), x)
+
+
 @pytest.mark.parametrize("width,frames,use_bias", [(3, 9, True), (3, 11, False), (5, 5, True),
                                                     (1, 4, False)])
 def test_stride_by_width_equals_the_strided_convolution(width, frames, use_bias):
