@@ -53,12 +53,13 @@ CASES = [  # (ndim, kernel, stride, padding, output_padding, dilation)
 ]
 
 
+@pytest.mark.parametrize("channels", [(3, 4), (24, 40)])  # input gradient: phases / strided
 @pytest.mark.parametrize("ndim,kernel,stride,padding,output_padding,dilation", CASES)
 def test_conv_transpose_values_and_gradients(ndim, kernel, stride, padding, output_padding,
-                                             dilation):
+                                             dilation, channels):
   rs = np.random.RandomState(0)
-  x = rs.standard_normal((2, *(5, 4)[:ndim], 3))
-  w = rs.standard_normal((*(kernel,) * ndim, 3, 4))
+  x = rs.standard_normal((2, *(5, 4)[:ndim], channels[0]))
+  w = rs.standard_normal((*(kernel,) * ndim, *channels))
   args = dict(strides=(stride,) * ndim, padding=(padding,) * ndim,
               output_padding=(output_padding,) * ndim, dilation=(dilation,) * ndim)
   with jax.enable_x64(True):
