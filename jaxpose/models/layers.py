@@ -197,7 +197,8 @@ pointwise_conv.defvjp(_pointwise_conv_fwd, _pointwise_conv_bwd)
 
 
 def _folds_batch_for_kernel_grad(batch: int, height: int, width: int) -> bool:
-  """Whether ``conv2d`` computes its kernel gradient with the batch folded into the rows.
+  """Whether ``conv`` computes a stride-1 kernel gradient with the images stacked along the
+  rows (``batch`` images of ``height x width`` output pixels).
 
   Measured on a 2-core EPYC, 3x3 kernels, float32 (ms, XLA's form -> folded): [4, 64, 48,
   32] 2.97 -> 2.05, [2, 64, 48, 32] 2.98 -> 1.32, [4, 64, 48, 64] 10.5 -> 5.3, [4, 32, 24,
@@ -222,20 +223,21 @@ def conv(x: Array, kernel: Array, strides: tuple[int, ...], padding: tuple[int, 
 
   * Input gradient of a strided convolution: the transposed convolution it is the adjoint
     of, computed per output phase (``conv_transpose``). XLA's own form is a convolution of
-    ``g`` dilated with zeros, which XLA:CPU runs as a naive loop (12.8% of HRNet-w32's
-    batch-4 train step: its stem and transition convolutions).
+    ``g`` dilated with zeros, which XLA:CPU runs as a naive loop (12.8% of the traced op
+    time of HRNet-w32's batch-4 train step: its stem and transition convolutions).
   * Kernel gradient of a stride-1 2-D convolution on a small batch
     (``_folds_batch_for_kernel_grad``), ``dW[a, b] = sum_{n, i, j} x_pad[n, i + a, j + b]
     g[n, i, j]``: XLA computes it as a convolution whose batch is ``C_in`` and whose input
     feature is the image batch, which on CPUs needs ``x`` copied into ``[C_in, H, W, B]``;
     with a small batch the innermost axis is a few floats and the copy a slow scatter.
     With the images stacked along the rows instead (``[B * (H + 2p), W + 2p]``, one
-    zero-padded image after the other, ``g`` with ``2p`` zero rows after each image, so no
-    window straddles two images), the same sums are one convolution of a single "image"
+    zero-padded image after the other, ``g`` with ``kh - 1`` zero rows after each image,
+    so no window straddles two images), the same sums are one convolution of a single "image"
     whose input feature is 1: ``x`` is copied as a 2-D transpose ``[rows, C_in] -> [C_in,
     rows]`` and ``g`` is read in place as the kernel.
 
-  Other kernel gradients are XLA's.
+  Other kernel gradients are XLA's. HRNet-w32's CPU train step at batch 4: 1236 -> 1140 ms
+  (the same step both ways in one process).
   """
   return _conv_fwd_only(x, kernel, strides, padding, precision)
 
