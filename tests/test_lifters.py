@@ -102,11 +102,25 @@ def test_videopose3d_shapes_and_single_frame(name):
 
 
 def _primitives(model: nnx.Module, x, dropout: bool = False) -> set[str]:
-  """The primitives ``model(x)`` runs (outermost level)."""
+  """The primitives ``model(x)`` runs, inside custom-gradient and other sub-jaxprs too
+  (``layers.conv`` wraps XLA's convolution in a custom VJP)."""
   graphdef, state = nnx.split(model)
   fn = lambda state, x: nnx.merge(graphdef, state)(
       x, rngs=nnx.Rngs(dropout=0) if dropout else None)["poses"]
-  return {eqn.primitive.name for eqn in jax.make_jaxpr(fn)(state, x).jaxpr.eqns}
+
+  def walk(jaxpr) -> set[str]:
+    names = set()
+    for eqn in jaxpr.eqns:
+      names.add(eqn.primitive.name)
+      for value in eqn.params.values():
+        for sub in value if isinstance(value, (tuple, list)) else (value,):
+          if hasattr(sub, "eqns"):
+            names |= walk(sub)
+          elif hasattr(sub, "jaxpr") and hasattr(sub.jaxpr, "eqns"):
+            names |= walk(sub.jaxpr)
+    return names
+
+  return walk(jax.make_jaxpr(fn)(state, x).jaxpr)
 
 
 @pytest.mark.parametrize("name", ["w333", "w5_3", "causal", "trajectory", "dense"])
