@@ -164,6 +164,23 @@ def test_conv_values_and_gradients_equal_xla(batch, spatial, kernel, stride, pad
       np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-12)
 
 
+def test_conv_gradients_off_cpu_are_xlas(monkeypatch):
+  """Off the CPU backend ``conv``'s backward is XLA's own: its zero-dilated input gradient
+  of a strided convolution is back in the compiled step (traced as for a GPU, compiled
+  here)."""
+  x, k = jnp.ones((2, 16, 12, 3)), jnp.ones((3, 3, 3, 4))
+
+  def lowered():  # a fresh function each time: nothing comes from the tracing cache
+    return jax.jit(jax.grad(lambda x, k: jnp.sum(layers.conv(x, k, (2, 2), (1, 1)) ** 2),
+                            argnums=(0, 1))).lower(x, k)
+
+  assert "lhs_dilate=2x2" not in lowered().compile().as_text()
+  with monkeypatch.context() as patch:
+    patch.setattr(jax, "default_backend", lambda: "gpu")
+    gpu_form = lowered()
+  assert "lhs_dilate=2x2" in gpu_form.compile().as_text()
+
+
 def test_conv_cases_cover_both_kernel_gradient_forms():
   folded = [nd == 2 and s == (1, 1) and layers._folds_batch_for_kernel_grad(
       b, *(n + 2 * p - k + 1 for n, k, p in zip(sp, kern, pad)))
