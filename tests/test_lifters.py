@@ -5,6 +5,7 @@ import collections
 import math
 
 import jax
+import jax.extend.core as jax_core
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -114,10 +115,9 @@ def _primitives(model: nnx.Module, x, dropout: bool = False) -> set[str]:
       names.add(eqn.primitive.name)
       for value in eqn.params.values():
         for sub in value if isinstance(value, (tuple, list)) else (value,):
-          if hasattr(sub, "eqns"):
+          sub = sub.jaxpr if isinstance(sub, jax_core.ClosedJaxpr) else sub
+          if isinstance(sub, jax_core.Jaxpr):
             names |= walk(sub)
-          elif hasattr(sub, "jaxpr") and hasattr(sub.jaxpr, "eqns"):
-            names |= walk(sub.jaxpr)
     return names
 
   return walk(jax.make_jaxpr(fn)(state, x).jaxpr)

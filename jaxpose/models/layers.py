@@ -250,12 +250,10 @@ def _conv_vjp_fwd(x, kernel, strides, padding, precision):
 def _conv_vjp_bwd(strides, padding, precision, residuals, g):
   x, kernel = residuals
   nd = x.ndim - 2
-  _, vjp = jax.vjp(lambda x, k: _conv_fwd_only(x, k, strides, padding, precision), x, kernel)
-  dx, dkernel = vjp(g)  # XLA drops whichever of the two is replaced below
   ksize = kernel.shape[:nd]
-  if jax.default_backend() != "cpu":
-    return dx, dkernel
-  if any(s > 1 for s in strides):
+  forward = lambda x, k: _conv_fwd_only(x, k, strides, padding, precision)
+  on_cpu = jax.default_backend() == "cpu"
+  if on_cpu and any(s > 1 for s in strides):
     # The adjoint of a stride-s convolution is PyTorch's conv_transpose(g, W, s, p,
     # output_padding) with the kernel's channel axes swapped; output_padding restores the
     # input sizes the strided convolution rounded down.
@@ -263,8 +261,12 @@ def _conv_vjp_bwd(strides, padding, precision, residuals, g):
                            zip(x.shape[1:-1], g.shape[1:-1], strides, padding, ksize))
     dx = _conv_transpose_phases_fwd_only(g, jnp.swapaxes(kernel, -1, -2), strides, padding,
                                          output_padding, precision)
-  elif nd == 2 and _folds_batch_for_kernel_grad(*g.shape[:3]):
+    (dkernel,) = jax.vjp(lambda k: forward(x, k), kernel)[1](g)
+  elif on_cpu and nd == 2 and _folds_batch_for_kernel_grad(*g.shape[:3]):
+    (dx,) = jax.vjp(lambda x: forward(x, kernel), x)[1](g)
     dkernel = _folded_kernel_grad(x, g, ksize, padding, precision).astype(kernel.dtype)
+  else:
+    dx, dkernel = jax.vjp(forward, x, kernel)[1](g)
   return dx, dkernel
 
 
