@@ -79,6 +79,18 @@ def load_config(spec: str):
   return importlib.import_module(f"configs.{name}").get_config(arg or None)
 
 
+def benchmark_config(spec: str, dtype: str = "float32"):
+  """``spec``'s config, set to train from scratch in ``dtype`` without the files a real
+  run needs (evaluation on ground-truth boxes: no detection file)."""
+  config = load_config(spec)
+  config.unlock()
+  config.train.dtype = dtype
+  config.init.kind = "scratch"
+  if "boxes" in config.eval:
+    config.eval.boxes = "gt"  # the task checks a detection file it would need
+  return config
+
+
 def _topdown_batch(config, batch: int, rs: np.random.RandomState) -> dict[str, np.ndarray]:
   hh, hw = config.data.heatmap_size
   k = datasets.dataset(config.data.dataset).keypoints.num_keypoints
@@ -129,14 +141,9 @@ def build_case(spec: str, dtype: str, batch_per_device: int, xla_default: bool =
   ``donate``: the jitted step donates its state, as training runs it (the caller threads
   the returned state into the next call); without, it can be called on one state again.
   """
-  config = load_config(spec)
-  config.unlock()
-  config.train.dtype = dtype
-  config.init.kind = "scratch"
+  config = benchmark_config(spec, dtype)
   mesh = state_lib.make_mesh()
   batch = batch_per_device * jax.device_count()
-  if "boxes" in config.eval:
-    config.eval.boxes = "gt"  # the task checks a detection file it would need
   task = tasks.make_task(config)
   is_lifter = isinstance(task, lifting.LiftingTask)
   # Synthetic weights with O(1) outputs, so that the peer's loss check compares real work.
