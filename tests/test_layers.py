@@ -77,6 +77,17 @@ def test_conv_transpose_values_and_gradients(ndim, kernel, stride, padding, outp
       np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-12)
 
 
+def test_conv_transpose_kernel_gradient_is_written_once_on_cpus():
+  """On CPUs the kernel gradient leaves the backward pass through a loop (written in the
+  kernel's layout once, not transposed by each reader); values are tested above."""
+  x, kernel = jnp.ones((2, 3, 3, 4)), jnp.ones((4, 4, 4, 5))
+  f = lambda k: jnp.sum(layers.conv_transpose(x, k, strides=(2, 2), padding=(1, 1),
+                                               output_padding=(0, 0)) ** 2)
+  forward = jax.jit(f).lower(kernel).compile().as_text()
+  backward = jax.jit(jax.grad(f)).lower(kernel).compile().as_text()
+  assert " while(" not in forward and " while(" in backward
+
+
 def test_conv_transpose_layer_matches_torch_semantics_in_float32():
   """The layer (float32) against the definition: SimpleBaseline's 4x4/2 deconvolution."""
   rs = np.random.RandomState(1)
