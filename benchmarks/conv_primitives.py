@@ -42,7 +42,7 @@ from benchmarks import inference as inference_benchmark
 from benchmarks import train_step as train_step_benchmark
 from jaxpose import compile_options
 from jaxpose.models import layers
-from jaxpose.train import tasks
+from jaxpose.train import state as state_lib, tasks
 
 DEFAULT_CONFIGS = ("quickstart", "hrnet_coco", "simplebaseline_coco")
 _CLASSES = (layers.Conv, layers.ConvTranspose)
@@ -86,7 +86,7 @@ def conv_calls(config, batch: int) -> list[dict[str, Any]]:
   h, w = config.data.input_size
   image = jax.ShapeDtypeStruct((batch, h, w, 3), jnp.float32)
   with _recording_inputs() as calls:
-    jax.eval_shape(lambda x: model(x), image)
+    jax.eval_shape(lambda x: state_lib.call_model(model, x, jax.random.key(0)), image)
   rows: dict[tuple, dict[str, Any]] = {}
   for i, (module, shape) in enumerate(calls):
     key = (layer_settings(module), shape, i == 0)
