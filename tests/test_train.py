@@ -142,6 +142,8 @@ def _tiny_step(loss_scale=1.0):
   def loss_fn(model, batch, rng, hparams):
     outputs = model(batch["image"])
     loss = jnp.mean((outputs["heatmaps"] - batch["target"]) ** 2) * batch["scale"][0]
+    if "root" in batch:  # + sqrt(root * |h|^2): 0 with a NaN gradient when root == 0
+      loss += jnp.sqrt(jnp.sum(outputs["heatmaps"] ** 2) * batch["root"][0])
     return loss, {"mean_heatmap": jnp.mean(outputs["heatmaps"])}
 
   step = jax.jit(state_lib.make_train_step(train_def, loss_fn, tx))
@@ -168,6 +170,26 @@ def test_non_finite_loss_freezes_the_state_and_records_the_step():
   frozen = jax.tree_util.tree_map(np.asarray, state.params)
   for a, b in zip(jax.tree_util.tree_leaves(good), jax.tree_util.tree_leaves(frozen)):
     np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "other"])
+def test_a_non_finite_gradient_with_a_finite_loss_freezes_the_whole_state(backend, monkeypatch):
+  # CPUs commit the update with a lax.cond, other backends with a select: both are run.
+  if backend == "other":
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  step, state, batch = _tiny_step()
+  state, _ = step(state, dict(batch, root=np.ones(4, np.float32)))
+  assert int(state.step) == 1 and int(state.first_bad_step) == -1
+  good = jax.tree_util.tree_map(np.asarray, state)
+  state, metrics = step(state, dict(batch, root=np.zeros(4, np.float32)))
+  assert np.isfinite(metrics["loss"]) and not np.isfinite(metrics["grad_norm"])
+  assert int(state.first_bad_step) == 1 and int(state.step) == 1
+  frozen = jax.tree_util.tree_map(np.asarray, state.replace(first_bad_step=good.first_bad_step))
+  assert jax.tree_util.tree_structure(frozen) == jax.tree_util.tree_structure(good)
+  for a, b in zip(jax.tree_util.tree_leaves(good), jax.tree_util.tree_leaves(frozen)):
+    np.testing.assert_array_equal(a, b)  # params, moments, BatchNorm statistics, rng, step
+  state, _ = step(state, dict(batch, root=np.ones(4, np.float32)))
+  assert int(state.step) == 1 and int(state.first_bad_step) == 1  # stays frozen
 
 
 SHARDED_SCRIPT = textwrap.dedent("""

@@ -1,7 +1,7 @@
 """Training health checks: where the last good step's data was, and divergence.
 
 **Non-finite loss.** The train step (``state.make_train_step``) freezes the state at the
-first update whose loss, gradient or update is not finite and records that update's
+first update whose loss or gradient norm is not finite and records that update's
 index in ``TrainState.first_bad_step``; the loop reads the flag only at *check points*
 (every ``train.log_every_steps``, at the end of an epoch, and before every save and
 evaluation), so the device pipeline never waits for the host between them. A frozen state

@@ -8,9 +8,13 @@ is replicated. BatchNorm statistics are means over the (sharded) batch axis, i.e
 global batch, with no extra code. The same step runs unchanged on 1 device, N devices and
 several hosts.
 
-A non-finite loss (or gradient, or update) freezes the state: the step returns the
-previous parameters and records the first bad step, so the caller can save the last good
-state and stop (see ``jaxpose.train.loop``).
+A non-finite loss or gradient norm freezes the state: the step returns the previous
+parameters and records the first bad step, so the caller can save the last good state and
+stop (see ``jaxpose.train.loop``). The updates need no check of their own: with a finite
+gradient norm every gradient is below ~1.8e19 in magnitude, and the optimizers of
+``jaxpose.train.optim`` (Adam, AdamW, AMSGrad, SGD with momentum, weight decay) map finite
+gradients and a finite state to a finite update (Adam's ``m / (sqrt(v) + eps)`` is bounded
+by a constant times the learning rate), so the state stays finite by induction.
 """
 from __future__ import annotations
 
@@ -100,6 +104,24 @@ def init_train_state(params, batch_stats, tx: optax.GradientTransformation, seed
   )
 
 
+def _commit_if(finite: jax.Array, commit, freeze, operands):
+  """``commit(operands)`` if ``finite`` else ``freeze(operands)``, both returning the new
+  ``TrainState``.
+
+  On CPUs a ``lax.cond``: only the taken branch runs, so the optimizer writes the donated
+  state in place in one pass per leaf. Selecting between the updated and the old state
+  instead keeps both alive and adds a pass over every parameter and moment
+  (SimpleBaseline-50's CPU train step, batch 4, the same step both ways in one process:
+  1334 -> 1251 ms, the same as with no guard at all). Elsewhere the select, which
+  fuses into the update kernels (a conditional costs a GPU a device-to-host
+  synchronisation).
+  """
+  if jax.default_backend() == "cpu":
+    return jax.lax.cond(finite, commit, freeze, operands)
+  committed, frozen = commit(operands), freeze(operands)
+  return jax.tree_util.tree_map(lambda c, f: jnp.where(finite, c, f), committed, frozen)
+
+
 def make_train_step(train_def: nnx.GraphDef, loss_fn: LossFn, tx: optax.GradientTransformation,
                     hparams_fn: HParamsFn | None = None,
                     ) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
@@ -132,21 +154,22 @@ def make_train_step(train_def: nnx.GraphDef, loss_fn: LossFn, tx: optax.Gradient
     # the next step neither recompiles nor writes checkpoints of another layout.
     batch_stats = jax.tree_util.tree_map(lambda new, old: new.astype(old.dtype), batch_stats,
                                          state.batch_stats)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
     grad_norm = optax.global_norm(grads)
-    finite = (jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.global_norm(updates))
-              & (state.first_bad_step < 0))
-    keep = lambda new, old: jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new, old)
-    new_state = TrainState(
-        step=jnp.where(finite, state.step + 1, state.step),
-        params=keep(params, state.params),
-        batch_stats=keep(batch_stats, state.batch_stats),
-        opt_state=keep(opt_state, state.opt_state),
-        rng=jnp.where(finite, jax.random.key_data(rng), state.rng),
-        first_bad_step=jnp.where(state.first_bad_step >= 0, state.first_bad_step,
-                                 jnp.where(finite, -1, state.step)),
-    )
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & (state.first_bad_step < 0)
+
+    def commit(operands):
+      state, grads, batch_stats = operands
+      updates, opt_state = tx.update(grads, state.opt_state, state.params)
+      return TrainState(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                        batch_stats=batch_stats, opt_state=opt_state,
+                        rng=jax.random.key_data(rng), first_bad_step=state.first_bad_step)
+
+    def freeze(operands):
+      state, _, _ = operands
+      return state.replace(first_bad_step=jnp.where(state.first_bad_step >= 0,
+                                                    state.first_bad_step, state.step))
+
+    new_state = _commit_if(finite, commit, freeze, (state, grads, batch_stats))
     metrics = {"loss": loss, **metrics, "grad_norm": grad_norm,
                **{f"hparams/{k}": v for k, v in hparams.items()}}
     return new_state, metrics
