@@ -97,6 +97,8 @@ def run(argv: list[str] | None = None) -> None:
   (``--config.train.bogus=1``, ``--config.train.global_batch_size=abc``, a missing
   ``--workdir``, an unknown config argument)."""
   argv = list(sys.argv if argv is None else argv)
+  from jaxpose import host_memory
+  host_memory.configure()  # before JAX starts its backend
   try:
     remaining = flags.FLAGS(argv)
   except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:

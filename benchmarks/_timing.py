@@ -8,6 +8,8 @@ from typing import Any
 
 import jax
 
+from jaxpose import host_memory
+
 
 def flops_of(compiled) -> float:
   """FLOPs of one call of a compiled function, from XLA's cost analysis (0 if unknown)."""
@@ -72,8 +74,11 @@ def add_comparison_args(parser: argparse.ArgumentParser, *, rounds: int) -> None
 
 
 def parse_comparison_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
-  """Parses ``argv`` and selects the JAX platform ``--device`` names (before any JAX work)."""
+  """Parses ``argv``, selects the JAX platform ``--device`` names and sets the host
+  allocator policy training uses (``jaxpose.host_memory``; before any JAX work). PyTorch's
+  peer runs in the same process under the same policy."""
   args = parser.parse_args(argv)
   if args.device:
     jax.config.update("jax_platforms", args.device)
+  host_memory.configure(args.device)
   return args

@@ -23,6 +23,8 @@ import tempfile
 import jax
 import numpy as np
 
+from jaxpose import host_memory
+
 
 def hlo_lines(compiled) -> dict[str, str]:
   """Instruction name -> its optimized-HLO line (all computations)."""
@@ -82,6 +84,7 @@ def main(argv=None) -> None:
   parser.add_argument("--calls", type=int, default=3)
   parser.add_argument("--top", type=int, default=20)
   args = parser.parse_args(argv)
+  host_memory.configure()  # the policy training runs under
   if args.model:
     from benchmarks import inference
     fn, fn_args = inference.jitted_case(args.model, args.batch, args.dtype)

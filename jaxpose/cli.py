@@ -16,6 +16,8 @@ def main(argv: list[str] | None = None) -> int:
           file=sys.stderr)
     return 0 if argv and argv[0] in ("-h", "--help") else 1
   import importlib
+  from jaxpose import host_memory
+  host_memory.configure()  # before JAX starts its backend
   return importlib.import_module(COMMANDS[argv[0]]).main(argv[1:])
 
 

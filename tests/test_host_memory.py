@@ -1,0 +1,64 @@
+"""The host allocator policy (``jaxpose.host_memory``)."""
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from jaxpose import host_memory
+
+needs_glibc = pytest.mark.skipif(host_memory._glibc() is None, reason="glibc's mallopt only")
+
+
+def test_runs_on_cpu_reads_the_platform_setting_then_the_installed_plugins(monkeypatch):
+  assert host_memory.runs_on_cpu("cpu", environ={})
+  assert not host_memory.runs_on_cpu("cuda", environ={})
+  assert host_memory.runs_on_cpu(None, environ={"JAX_PLATFORMS": "cpu"})
+  assert not host_memory.runs_on_cpu(None, environ={"JAX_PLATFORMS": "tpu,cpu"})
+
+  installed = set()
+
+  def distribution(name):
+    if name not in installed:
+      raise importlib.metadata.PackageNotFoundError(name)
+    return object()
+
+  monkeypatch.setattr(importlib.metadata, "distribution", distribution)
+  assert host_memory.runs_on_cpu(None, environ={})
+  installed.add("jax-cuda12-plugin")
+  assert not host_memory.runs_on_cpu(None, environ={})
+  assert host_memory.runs_on_cpu("cpu", environ={})  # an explicit choice wins
+
+
+# A fresh process: the policy (or not) before JAX starts, then a jitted function that, like
+# a train step, needs ~100 MB of temporary buffers; its result must not change.
+_RUN = textwrap.dedent("""
+    import json, sys
+    from jaxpose import host_memory
+    applied = host_memory.configure()
+    import jax, jax.numpy as jnp
+    x = jnp.linspace(0.0, 1.0, 8 << 20, dtype=jnp.float32)
+    f = jax.jit(lambda x: jnp.cumsum(x * 2.0)[::1 << 20] + jnp.sum(jnp.sin(x)))
+    print(json.dumps({"applied": applied, "out": [f(x).tolist() for _ in range(3)]}))
+""")
+
+
+def _run(**env):
+  out = subprocess.run([sys.executable, "-c", _RUN], capture_output=True, text=True,
+                       env={**os.environ, "XLA_FLAGS": "", **env}, check=True, timeout=300)
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@needs_glibc
+def test_the_policy_applies_on_cpu_only_and_can_be_opted_out_of():
+  policy = _run(JAXPOSE_HOST_MALLOC="", JAX_PLATFORMS="cpu")
+  default = _run(JAXPOSE_HOST_MALLOC="default", JAX_PLATFORMS="cpu")
+  assert policy["applied"] and not default["applied"]
+  assert policy["out"][0] == policy["out"][1] == policy["out"][2] == default["out"][0]
+  # An accelerator platform leaves glibc's defaults (decided without starting JAX).
+  assert not host_memory.runs_on_cpu("cuda")
