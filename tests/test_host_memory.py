@@ -41,6 +41,8 @@ _RUN = textwrap.dedent("""
     import json, sys
     from jaxpose import host_memory
     applied = host_memory.configure()
+    if sys.argv[1:] == ["configure_only"]:
+      print(json.dumps({"applied": applied})); sys.exit()
     import jax, jax.numpy as jnp
     x = jnp.linspace(0.0, 1.0, 8 << 20, dtype=jnp.float32)
     f = jax.jit(lambda x: jnp.cumsum(x * 2.0)[::1 << 20] + jnp.sum(jnp.sin(x)))
@@ -48,8 +50,8 @@ _RUN = textwrap.dedent("""
 """)
 
 
-def _run(**env):
-  out = subprocess.run([sys.executable, "-c", _RUN], capture_output=True, text=True,
+def _run(*args, **env):
+  out = subprocess.run([sys.executable, "-c", _RUN, *args], capture_output=True, text=True,
                        env={**os.environ, "XLA_FLAGS": "", **env}, check=True, timeout=300)
   return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -61,4 +63,4 @@ def test_the_policy_applies_on_cpu_only_and_can_be_opted_out_of():
   assert policy["applied"] and not default["applied"]
   assert policy["out"][0] == policy["out"][1] == policy["out"][2] == default["out"][0]
   # An accelerator platform leaves glibc's defaults (decided without starting JAX).
-  assert not host_memory.runs_on_cpu("cuda")
+  assert not _run("configure_only", JAXPOSE_HOST_MALLOC="", JAX_PLATFORMS="cuda")["applied"]
