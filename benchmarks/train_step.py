@@ -168,8 +168,9 @@ def build_case(spec: str, dtype: str, batch_per_device: int, xla_default: bool =
 
 
 def jitted_case(spec: str, dtype: str, batch_per_device: int):
-  """``(jitted train step, (state, batch))`` of config ``spec`` (for the profiler)."""
-  case = build_case(spec, dtype, batch_per_device)
+  """``(jitted train step, (state, batch))`` of config ``spec`` (for the profiler): the step
+  donates its state, as in training, so each call's output state is the next call's input."""
+  case = build_case(spec, dtype, batch_per_device, donate=True)
   return case["jitted"], (case["state"], case["data"])
 
 

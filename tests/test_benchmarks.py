@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from benchmarks import _timing, conv_primitives, train_step
+from benchmarks import _timing, conv_primitives, profile_ops, train_step
 from jaxpose.models import layers
 from jaxpose.train import tasks
 
@@ -64,3 +64,16 @@ def test_conv_primitives_layers_and_their_pytorch_twins(make, shape):
     assert conv_primitives.forward_flops(module, shape, out_shape) > xla
     return
   assert conv_primitives.forward_flops(module, shape, out_shape) == pytest.approx(xla, rel=1e-6)
+
+
+def test_profile_ops_threads_a_donated_train_state():
+  """A donating step is profiled as training calls it: each call's output state is the
+  next call's input (called again on its first, donated state, it would fail)."""
+  step = jax.jit(lambda state, x: (jnp.tanh(state * x) + x, jnp.sum(state)), donate_argnums=0)
+  state, x = jnp.ones((64, 64)), jnp.full((64, 64), 0.5)
+  compiled = step.lower(state, x).compile()
+  times = profile_ops.op_times(compiled, (state, x), 3, thread_state=True)
+  assert times and set(times) <= set(profile_ops.hlo_lines(compiled))
+  assert all(t > 0 for t in times.values())
+  with pytest.raises(Exception, match="deleted|donated"):
+    profile_ops.op_times(compiled, (jnp.ones((64, 64)), x), 2)
