@@ -109,12 +109,18 @@ def model_flops(model: nnx.Module, shape: tuple[int, ...]) -> float:
   return _timing.flops_of(jax.jit(forward).lower(state, x).compile())
 
 
-def jitted_case(name: str, batch: int, dtype: str = "float32"):
-  """``(jitted plain forward, (state, inputs))`` of a RELEASED model at ``batch`` (profiling)."""
+def jitted_case(name: str, batch: int, dtype: str = "float32", plain: bool = False):
+  """``(jitted forward, (state, inputs))`` of a RELEASED model at ``batch`` (profiling): the
+  path the entry points take (``prepare_for_inference``, micro-batches sized per model,
+  the evaluated output), or with ``plain`` the model as built, on the whole batch."""
   config, shape = RELEASED[name]
   model = synthetic_weights(models.build_model(config.replace(dtype=dtype)))
   model.eval()
-  forward, state = inference.forward_fn(model, micro_batch=None)
+  if plain:
+    forward, state = inference.forward_fn(model, micro_batch=None)
+  else:
+    forward, state = inference.forward_fn(inference.prepare_for_inference(model, (1, *shape)),
+                                          "auto", output=main_output(config))
   x = jnp.asarray(np.random.RandomState(0).standard_normal((batch, *shape)), jnp.float32)
   return (jax.jit(forward, compiler_options=compile_options.for_platform(jax.default_backend())),
           (state, x))

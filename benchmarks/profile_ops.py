@@ -3,6 +3,10 @@ r"""Where the time of one jitted forward or train step goes, per XLA operation.
     python -m benchmarks.profile_ops --model hrnet_w32_256x192 --batch 32
     python -m benchmarks.profile_ops --train simplebaseline_coco --batch 4 --top 25
 
+An inference profile (``--model``) is of the path the entry points take (BatchNorm folded
+into the convolutions, micro-batches sized per model); ``--plain`` profiles the model as
+built, on the whole batch.
+
 Compiles the function, runs it under ``jax.profiler.trace`` and sums the time of every
 executed XLA operation (thunk) over the traced calls. Each row shows the op's share of the
 step, its kind (``convolution``, ``convolution-base-dilated`` = a convolution whose input is
@@ -97,6 +101,9 @@ def main(argv=None) -> None:
   what = parser.add_mutually_exclusive_group(required=True)
   what.add_argument("--model", help="a benchmarks.inference RELEASED name (eval forward)")
   what.add_argument("--train", help="a benchmarks.train_step config spec (train step)")
+  parser.add_argument("--plain", action="store_true",
+                      help="--model: the model as built on the whole batch, not the inference "
+                           "path (BatchNorm folded, micro-batches)")
   parser.add_argument("--batch", type=int, default=1)
   parser.add_argument("--dtype", default="float32")
   parser.add_argument("--calls", type=int, default=3)
@@ -105,7 +112,7 @@ def main(argv=None) -> None:
   host_memory.configure()  # the policy training runs under
   if args.model:
     from benchmarks import inference
-    fn, fn_args = inference.jitted_case(args.model, args.batch, args.dtype)
+    fn, fn_args = inference.jitted_case(args.model, args.batch, args.dtype, args.plain)
   else:
     from benchmarks import train_step
     fn, fn_args = train_step.jitted_case(args.train, args.dtype, args.batch)

@@ -77,3 +77,16 @@ def test_profile_ops_threads_a_donated_train_state():
   assert all(t > 0 for t in times.values())
   with pytest.raises(Exception, match="deleted|donated"):
     profile_ops.op_times(compiled, (jnp.ones((64, 64)), x), 2)
+
+
+def test_inference_profile_case_is_the_entry_points_path():
+  """``benchmarks.profile_ops --model`` profiles the prepared path (same outputs as the
+  model as built, ``--plain``) with its micro-batches."""
+  from benchmarks import inference as inference_benchmark
+
+  fn, (state, x) = inference_benchmark.jitted_case("videopose3d_243f", 4)
+  plain, (plain_state, _) = inference_benchmark.jitted_case("videopose3d_243f", 4, plain=True)
+  ours, theirs = fn(state, x), plain(plain_state, x)
+  assert not isinstance(ours, dict) and isinstance(theirs, dict)  # the evaluated output only
+  np.testing.assert_allclose(np.asarray(ours), np.asarray(theirs["poses"]), rtol=1e-4,
+                             atol=1e-4 * float(np.abs(theirs["poses"]).max()))
