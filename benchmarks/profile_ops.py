@@ -109,7 +109,8 @@ def main(argv=None) -> None:
   parser.add_argument("--calls", type=int, default=3)
   parser.add_argument("--top", type=int, default=20)
   args = parser.parse_args(argv)
-  host_memory.configure()  # the policy training runs under
+  if args.train:
+    host_memory.configure()  # the policy training runs under (it slows inference)
   if args.model:
     from benchmarks import inference
     fn, fn_args = inference.jitted_case(args.model, args.batch, args.dtype, args.plain)

@@ -8,6 +8,7 @@ import pytest
 from flax import nnx
 
 from benchmarks import _timing, conv_primitives, profile_ops, train_step
+from benchmarks import inference as inference_benchmark
 from jaxpose.models import layers
 from jaxpose.train import tasks
 
@@ -80,10 +81,8 @@ def test_profile_ops_threads_a_donated_train_state():
 
 
 def test_inference_profile_case_is_the_entry_points_path():
-  """``benchmarks.profile_ops --model`` profiles the prepared path (same outputs as the
-  model as built, ``--plain``) with its micro-batches."""
-  from benchmarks import inference as inference_benchmark
-
+  """``benchmarks.profile_ops --model`` profiles the prepared path, which returns only the
+  evaluated output and agrees with the model as built (``--plain``)."""
   fn, (state, x) = inference_benchmark.jitted_case("videopose3d_243f", 4)
   plain, (plain_state, _) = inference_benchmark.jitted_case("videopose3d_243f", 4, plain=True)
   ours, theirs = fn(state, x), plain(plain_state, x)
