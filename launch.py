@@ -97,12 +97,13 @@ def run(argv: list[str] | None = None) -> None:
   (``--config.train.bogus=1``, ``--config.train.global_batch_size=abc``, a missing
   ``--workdir``, an unknown config argument)."""
   argv = list(sys.argv if argv is None else argv)
-  from jaxpose import host_memory
-  host_memory.configure()  # before JAX starts its backend
   try:
     remaining = flags.FLAGS(argv)
   except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
     _fail(_flag_error(e), 2)
+  if _MODE.value == "train":  # training's allocator policy slows evaluation-only runs
+    from jaxpose import host_memory
+    host_memory.configure()  # before JAX starts its backend
   app.run(main, argv=argv, flags_parser=lambda _: remaining)
 
 

@@ -73,12 +73,16 @@ def add_comparison_args(parser: argparse.ArgumentParser, *, rounds: int) -> None
   parser.add_argument("--per_block", type=int, default=2)
 
 
-def parse_comparison_args(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
-  """Parses ``argv``, selects the JAX platform ``--device`` names and sets the host
-  allocator policy training uses (``jaxpose.host_memory``; before any JAX work). PyTorch's
-  peer runs in the same process under the same policy."""
+def parse_comparison_args(parser: argparse.ArgumentParser, argv=None, *,
+                          training: bool) -> argparse.Namespace:
+  """Parses ``argv`` and selects the JAX platform ``--device`` names. ``training``: the
+  script times training, so it sets training's host allocator policy
+  (``jaxpose.host_memory``, before any JAX work), as ``launch.py --mode=train`` does; an
+  inference benchmark keeps glibc's defaults, as ``--mode=eval`` and ``jaxpose predict``
+  do. PyTorch's peer runs in the same process under the same allocator settings."""
   args = parser.parse_args(argv)
   if args.device:
     jax.config.update("jax_platforms", args.device)
-  host_memory.configure(args.device)
+  if training:
+    host_memory.configure(args.device)
   return args

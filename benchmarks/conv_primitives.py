@@ -245,7 +245,7 @@ def main(argv=None) -> None:
   parser.add_argument("--no_step", dest="step", action="store_false",
                       help="skip the whole-train-step comparison")
   _timing.add_comparison_args(parser, rounds=5)
-  args = _timing.parse_comparison_args(parser, argv)
+  args = _timing.parse_comparison_args(parser, argv, training=True)
   print(f"# convolution primitives, float32, {_timing.device_description()}, "
         f"{inference_benchmark.torch_threads()} threads")
   for spec in train_step_benchmark.split_specs(args.configs):

@@ -259,7 +259,7 @@ def main(argv=None) -> None:
                       help="also time the jaxpose path compiled with XLA's default options "
                       "(without jaxpose.compile_options)")
   _timing.add_comparison_args(parser, rounds=5)
-  args = _timing.parse_comparison_args(parser, argv)
+  args = _timing.parse_comparison_args(parser, argv, training=False)
   rows = []
   for name in args.models.split(","):
     if name not in RELEASED:

@@ -260,7 +260,7 @@ def main(argv=None) -> None:
                       help="compile with XLA's default options, not jaxpose.compile_options "
                       "(the before of that change)")
   _timing.add_comparison_args(parser, rounds=3)
-  args = _timing.parse_comparison_args(parser, argv)
+  args = _timing.parse_comparison_args(parser, argv, training=True)
   images_per_device = args.batch_per_device or (4 if jax.default_backend() == "cpu" else 32)
   specs = CONFIGS if args.configs == "all" else split_specs(args.configs)
   rows = []

@@ -16,8 +16,7 @@ def main(argv: list[str] | None = None) -> int:
           file=sys.stderr)
     return 0 if argv and argv[0] in ("-h", "--help") else 1
   import importlib
-  from jaxpose import host_memory
-  host_memory.configure()  # before JAX starts its backend
+  # No jaxpose.host_memory policy: it is training's, and it slows batched inference.
   return importlib.import_module(COMMANDS[argv[0]]).main(argv[1:])
 
 

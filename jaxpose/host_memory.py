@@ -21,12 +21,24 @@ train step does not.
 ``M_TRIM_THRESHOLD`` 2 GiB - 1) when the process will run XLA:CPU, i.e. no accelerator
 plugin is installed or ``JAX_PLATFORMS`` is ``cpu``; on an accelerator host the large
 buffers live in device memory and the policy is left alone (one arena would serialise
-the input pipeline's threads' allocations). The arena limit only binds threads that have
-not allocated yet, so entry points call it first, before JAX starts its backend
-(``launch.py``, the ``jaxpose`` command, the benchmarks); called later, the result is
-partial (measured: no effect once the backend runs). The cost: the process keeps the
-peak of its heap until it exits. ``JAXPOSE_HOST_MALLOC=default`` leaves glibc's defaults.
-Other C libraries (musl, macOS) are left alone.
+the input pipeline's threads' allocations).
+
+It is training's policy: only processes that train set it (``launch.py --mode=train``,
+``benchmarks/train_step.py``, ``conv_primitives``, ``profile_ops --train``). Batched
+inference is slower under it: separate processes, jaxpose alone, batch 32, HRNet-w32
+6.89 -> 5.99 and 7.80 -> 6.74 images/s, SimpleBaseline-50 12.9 -> 10.9 and 13.3 -> 11.3
+(user time +12%, no page faults either way; ``M_ARENA_MAX`` 1 alone, with ``mmap`` on,
+was as fast as the defaults). So ``launch.py --mode=eval``, ``jaxpose predict`` /
+``export`` and ``benchmarks/inference.py`` keep glibc's defaults.
+
+The arena limit only binds threads that have not allocated yet, so it is set before JAX
+starts its backend (called later, the result is partial: measured, no effect once the
+backend runs). ``launch.py`` sets it after parsing its flags, when the config file's
+imports have started JAX's first threads but not its backend: SimpleBaseline-50's step
+then takes 41 faults (5 when set before any import; 164 K without the policy). The
+cost: the process keeps the peak of its heap until it exits.
+``JAXPOSE_HOST_MALLOC=default`` leaves glibc's defaults. Other C libraries (musl,
+macOS) are left alone.
 """
 from __future__ import annotations
 

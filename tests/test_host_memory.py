@@ -64,3 +64,46 @@ def test_the_policy_applies_on_cpu_only_and_can_be_opted_out_of():
   assert policy["out"][0] == policy["out"][1] == policy["out"][2] == default["out"][0]
   # An accelerator platform leaves glibc's defaults (decided without starting JAX).
   assert not _run("configure_only", JAXPOSE_HOST_MALLOC="", JAX_PLATFORMS="cuda")["applied"]
+
+
+# launch.py in a fresh process (absl's flags are global), its ``main`` replaced: which
+# modes set the policy. The config file is parsed, so its imports (JAX's included) have run.
+_LAUNCH = textwrap.dedent("""
+    import json, sys
+    import launch
+    from jaxpose import host_memory
+    calls = []
+    host_memory.configure = lambda *args: calls.append(args) or True
+    launch.main = lambda argv: print(json.dumps({"configured": len(calls)}))
+    launch.run(["launch.py", "--config=configs/quickstart.py", "--workdir=unused"] + sys.argv[1:])
+""")
+
+
+@pytest.mark.parametrize("mode, configured", [("train", 1), ("eval", 0)])
+def test_launch_sets_the_policy_for_training_only(mode, configured):
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = subprocess.run([sys.executable, "-c", _LAUNCH, f"--mode={mode}"], capture_output=True,
+                       text=True, cwd=root, env={**os.environ, "PYTHONPATH": root},
+                       check=True, timeout=300)
+  assert json.loads(out.stdout.strip().splitlines()[-1]) == {"configured": configured}
+
+
+def test_inference_entry_points_keep_glibcs_defaults(monkeypatch):
+  """``jaxpose predict`` / ``export`` and the inference benchmark leave the policy off (it
+  slows batch-32 inference); the training benchmarks set it."""
+  import argparse
+
+  from benchmarks import _timing
+  from jaxpose import cli
+  calls = []
+  monkeypatch.setattr(host_memory, "configure", lambda *args: calls.append(args) or True)
+  for command in cli.COMMANDS:
+    with pytest.raises(SystemExit):
+      cli.main([command, "--help"])
+  assert calls == []
+  parser = argparse.ArgumentParser()
+  _timing.add_comparison_args(parser, rounds=1)
+  _timing.parse_comparison_args(parser, [], training=False)
+  assert calls == []
+  _timing.parse_comparison_args(parser, [], training=True)
+  assert calls == [(None,)]
