@@ -67,19 +67,21 @@ def test_the_policy_applies_on_cpu_only_and_can_be_opted_out_of():
 
 
 # launch.py in a fresh process (absl's flags are global), its ``main`` replaced: which
-# modes set the policy. The config file is parsed, so its imports (JAX's included) have run.
+# modes set the policy, and that JAX's backend has not started when they do (the arena
+# limit would not bind its threads). The config file is parsed, so its imports have run.
 _LAUNCH = textwrap.dedent("""
     import json, sys
     import launch
+    from jax._src import xla_bridge
     from jaxpose import host_memory
     calls = []
-    host_memory.configure = lambda *args: calls.append(args) or True
-    launch.main = lambda argv: print(json.dumps({"configured": len(calls)}))
+    host_memory.configure = lambda *args: calls.append(xla_bridge.backends_are_initialized())
+    launch.main = lambda argv: print(json.dumps({"configured": calls}))
     launch.run(["launch.py", "--config=configs/quickstart.py", "--workdir=unused"] + sys.argv[1:])
 """)
 
 
-@pytest.mark.parametrize("mode, configured", [("train", 1), ("eval", 0)])
+@pytest.mark.parametrize("mode, configured", [("train", [False]), ("eval", [])])
 def test_launch_sets_the_policy_for_training_only(mode, configured):
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   out = subprocess.run([sys.executable, "-c", _LAUNCH, f"--mode={mode}"], capture_output=True,
