@@ -12,6 +12,10 @@ executed XLA operation (thunk) over the traced calls. Each row shows the op's sh
 step, its kind (``convolution``, ``convolution-base-dilated`` = a convolution whose input is
 dilated, i.e. a transposed convolution or the input gradient of a strided one, ``ynn_fusion``
 = a fusion run by XNNPACK, ...) and the optimized-HLO line that defines it (shapes, window).
+XLA:CPU runs its convolutions asynchronously on its thread pool, and their trace events
+time the dispatch, not the run (0.3 ms for a ~2 ms ``[4, 8, 6, 256]`` 3x3 convolution in
+HRNet-w32's train step), so "ops traced" leaves most convolution time out (about half of
+that step's wall time): ``benchmarks/conv_primitives.py`` times the convolutions.
 
 A train step is profiled as training runs it: its state donated and each call's output
 state the next call's input. (Called again on one undonated state, the step's in-place
