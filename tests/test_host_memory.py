@@ -1,16 +1,20 @@
 """The host allocator policy (``jaxpose.host_memory``)."""
 from __future__ import annotations
 
+import argparse
 import importlib.metadata
 import json
 import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
 from jaxpose import host_memory
+
+REPO = Path(__file__).resolve().parents[1]
 
 needs_glibc = pytest.mark.skipif(host_memory._glibc() is None, reason="glibc's mallopt only")
 
@@ -83,9 +87,8 @@ _LAUNCH = textwrap.dedent("""
 
 @pytest.mark.parametrize("mode, configured", [("train", [False]), ("eval", [])])
 def test_launch_sets_the_policy_for_training_only(mode, configured):
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   out = subprocess.run([sys.executable, "-c", _LAUNCH, f"--mode={mode}"], capture_output=True,
-                       text=True, cwd=root, env={**os.environ, "PYTHONPATH": root},
+                       text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
                        check=True, timeout=300)
   assert json.loads(out.stdout.strip().splitlines()[-1]) == {"configured": configured}
 
@@ -93,8 +96,6 @@ def test_launch_sets_the_policy_for_training_only(mode, configured):
 def test_inference_entry_points_keep_glibcs_defaults(monkeypatch):
   """``jaxpose predict`` / ``export`` and the inference benchmark leave the policy off (it
   slows batch-32 inference); the training benchmarks set it."""
-  import argparse
-
   from benchmarks import _timing
   from jaxpose import cli
   calls = []
