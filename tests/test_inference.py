@@ -32,6 +32,21 @@ def test_every_family_has_a_tiny_case():
   assert set(TINY) == set(models.MODELS)
 
 
+@pytest.mark.parametrize("family", sorted(TINY))
+def test_abstract_model_is_the_model_without_values(family):
+  """``abstract_model`` (what converting, loading and the inference path start from; built
+  with one fixed key for speed) has the structure, variable types, shapes and dtypes of
+  the model as ``nnx.Rngs`` builds it."""
+  config = TINY[family][0]
+  graphdef, state = nnx.split(models.abstract_model(config))
+  cls = models.model_class(config.name)
+  built_def, built = nnx.split(nnx.eval_shape(lambda: cls(config, rngs=nnx.Rngs(0))))
+  assert graphdef == built_def
+  leaves = jax.tree_util.tree_leaves_with_path(state)
+  assert leaves == jax.tree_util.tree_leaves_with_path(built)
+  assert all(isinstance(v, jax.ShapeDtypeStruct) for _, v in leaves)
+
+
 def _float64_model(config, seed: int = 0) -> nnx.Module:
   """The model computing in float64 with float64 variables and non-trivial BN statistics."""
   model = models.build_model(config.replace(dtype="float64"), seed=seed)

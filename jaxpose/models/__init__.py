@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import jax
 import ml_collections
 from flax import nnx
 
@@ -55,7 +56,27 @@ def build_model(config: ModelConfig | Mapping[str, Any] | ml_collections.ConfigD
   return model_class(cfg.name)(cfg, rngs=rngs if rngs is not None else nnx.Rngs(seed))
 
 
+class _ShapeOnlyKeys:
+  """Stands in for ``nnx.Rngs`` where only shapes are wanted: every stream's every call
+  returns one fixed key.
+
+  Under ``nnx.eval_shape`` each ``nnx.Rngs`` stream call writes its counter variable
+  with a tracer, and flax's write asks the tracer for its ``sharding``, which JAX answers
+  with an ``AttributeError`` whose message walks every equation traced so far: quadratic
+  in the parameter count (HRNet-w32's 294 kernel and bias draws took 5.2 of the 7.5 s its
+  abstract model took to build; 1.8 s with this stand-in).
+  """
+
+  def __init__(self):
+    self._key = jax.random.key(0)
+
+  def __getattr__(self, stream: str):
+    if stream.startswith("__"):
+      raise AttributeError(stream)
+    return lambda: self._key
+
+
 def abstract_model(config: ModelConfig | Mapping[str, Any] | ml_collections.ConfigDict) -> nnx.Module:
   """The model with ``ShapeDtypeStruct`` variables (no memory, no initialisation compute)."""
   cfg = model_config(config)
-  return nnx.eval_shape(lambda: model_class(cfg.name)(cfg, rngs=nnx.Rngs(0)))
+  return nnx.eval_shape(lambda: model_class(cfg.name)(cfg, rngs=_ShapeOnlyKeys()))
