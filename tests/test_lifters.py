@@ -381,6 +381,20 @@ def test_rie_decoders_write_their_own_joints_in_input_order():
     assert sorted(np.flatnonzero(changed)) == sorted(joints), group
 
 
+def test_rie_joint_reordering_traces_in_float32_and_float64_in_one_process():
+  """One process may jit the model in float32 and later under ``jax.enable_x64`` (the
+  float64 checks of the inference path do, after other tests). The model's final joint
+  reordering once failed to lower there (MLIR verifier error, an int64 index meeting the
+  other mode's cached lowering of ``jnp.take``); with either mode first."""
+  reorder = lambda grouped: jnp.take(grouped, rie._RIE_UNGROUP, axis=1)
+  grouped = np.arange(2 * 17 * 3, dtype=np.float32).reshape(2, 17, 3)
+  want = grouped[:, np.argsort(np.concatenate([j for _, j in rie.RIE_GROUPS]))]
+  np.testing.assert_array_equal(jax.jit(reorder)(grouped), want)
+  with jax.enable_x64(True):
+    np.testing.assert_array_equal(jax.jit(reorder)(grouped.astype(np.float64)), want)
+  np.testing.assert_array_equal(jax.jit(reorder)(grouped), want)
+
+
 def test_rie_relative_encodings():
   """Group inputs in the original's channel layout (channel = 2 * joint + coordinate)."""
   model = _model(RIE.tiny())

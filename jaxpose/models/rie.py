@@ -46,7 +46,10 @@ RIE_GROUPS: tuple[tuple[str, tuple[int, ...]], ...] = (
     ("RLeg", (4, 5, 6)),
 )
 _RIE_GROUP_ORDER = np.concatenate([j for _, j in RIE_GROUPS])
-_RIE_UNGROUP = np.argsort(_RIE_GROUP_ORDER)  # group-concatenated joints -> joint order
+# Group-concatenated joints -> joint order. int32 whether or not float64 is on: with an
+# int64 index, jnp.take traced in one mode and then under the other (jax.enable_x64) in
+# one process failed to lower (MLIR verifier: operand tensor<17xi64> vs tensor<17xi32>).
+_RIE_UNGROUP = np.argsort(_RIE_GROUP_ORDER).astype(np.int32)
 RIE_GLOBAL_BLOCKS = 2  # residual linear blocks of GlobalInfo (FuseBlocks/Integration: 1)
 
 
