@@ -7,7 +7,8 @@ r"""What bfloat16 inference costs in accuracy: conformance fixtures and a traine
 ``--fixtures``: every model fixture (``tests/reference`` and ``$JAXPOSE_REFERENCE_DIR``, as
 the conformance tests find them) whose outputs are raw heatmaps or poses is converted the
 way ``tests/test_reference.py`` converts it (needs torch) and run through the inference
-path (``jaxpose.models.inference.prepare_for_inference``) in float32 and in bfloat16; the
+path (``jaxpose.models.inference.prepare_for_inference``, compiled with the entry points'
+``compile_options``) in float32 and in bfloat16; the
 table shows the max |difference| to the original's float32 outputs, also relative to the
 output's max |value|, next to the fixture's float32-vs-float64 noise.
 
@@ -29,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import _timing
-from jaxpose import convert
+from jaxpose import compile_options, convert
 from jaxpose.models import inference
 
 IMAGE_FAMILIES = {"pose_resnet": "output", "pose_hrnet": "output", "mspn": "output",
@@ -63,7 +64,9 @@ def fixture_rows() -> list[dict]:
     for dtype in ("float32", "bfloat16"):
       fast = inference.prepare_for_inference(model, x.shape, compute_dtype=dtype)
       forward, state = inference.forward_fn(fast, None, output="heatmaps" if image else "poses")
-      got = np.asarray(jax.jit(forward)(state, jnp.asarray(x)), np.float64)
+      options = compile_options.for_platform(jax.default_backend(), inference.compute_dtype(fast))
+      got = np.asarray(jax.jit(forward, compiler_options=options)(state, jnp.asarray(x)),
+                       np.float64)
       got = got.transpose(0, 3, 1, 2) if image else got
       row[dtype] = float(np.max(np.abs(got - want)))
       row[f"{dtype}_rel"] = row[dtype] / row["absmax"]

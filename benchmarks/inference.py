@@ -3,6 +3,7 @@ r"""Forward throughput of every released model, against a PyTorch peer in the sa
     python -m benchmarks.inference                                  # everything, batch 1 and 32
     python -m benchmarks.inference --models hrnet_w32_256x192 --batch_sizes 1,8,32
     python -m benchmarks.inference --dtype bfloat16 --batch_sizes 128   # e.g. on a GPU
+    python -m benchmarks.inference --dtype bfloat16 --compare_float32 --no_peer
     python -m benchmarks.inference --compare_plain --micro_batch none   # jaxpose paths only
 
 For each configuration at its released input size, jaxpose runs the path users get
@@ -122,8 +123,8 @@ def jitted_case(name: str, batch: int, dtype: str = "float32", plain: bool = Fal
     forward, state = inference.forward_fn(inference.prepare_for_inference(model, (1, *shape)),
                                           "auto", output=main_output(config))
   x = jnp.asarray(np.random.RandomState(0).standard_normal((batch, *shape)), jnp.float32)
-  return (jax.jit(forward, compiler_options=compile_options.for_platform(jax.default_backend())),
-          (state, x))
+  options = compile_options.for_platform(jax.default_backend(), inference.compute_dtype(model))
+  return jax.jit(forward, compiler_options=options), (state, x)
 
 
 # ----------------------------------------------------------------------------------------
@@ -197,10 +198,17 @@ def run_model(name: str, args) -> list[dict]:
   micro = named[args.micro_batch] if args.micro_batch in named else int(args.micro_batch)
   prepared = inference.prepare_for_inference(model, (1, *shape))
   forward, state = inference.forward_fn(prepared, micro, output=main_output(config))
-  options = compile_options.for_platform(jax.default_backend())
+  options = compile_options.for_platform(jax.default_backend(), inference.compute_dtype(model))
   paths = {"jaxpose": (jax.jit(forward, compiler_options=options), state)}
   if args.compare_xla_default:
     paths["xla default"] = (jax.jit(forward), state)
+  if args.compare_float32 and args.dtype != "float32":
+    model32 = synthetic_weights(models.build_model(config.replace(dtype="float32")))
+    model32.eval()
+    wide, wide_state = inference.forward_fn(
+        inference.prepare_for_inference(model32, (1, *shape)), micro, output=main_output(config))
+    paths["float32"] = (jax.jit(wide, compiler_options=compile_options.for_platform(
+        jax.default_backend())), wide_state)
   if args.compare_plain:
     plain, plain_state = inference.forward_fn(model, micro_batch=None, output=main_output(config))
     paths["plain"] = (jax.jit(plain, compiler_options=options), plain_state)
@@ -236,6 +244,8 @@ def run_model(name: str, args) -> list[dict]:
       row["plain_items_s"] = batch / med["plain"]
     if "xla default" in med:
       row["xla_default_items_s"] = batch / med["xla default"]
+    if "float32" in med:
+      row.update(float32_items_s=batch / med["float32"], vs_float32=med["float32"] / med["jaxpose"])
     if "torch" in med:
       row.update(torch_items_s=batch / med["torch"], ratio=med["torch"] / med["jaxpose"],
                  peer_diff=f"{check:.1e}")
@@ -258,6 +268,9 @@ def main(argv=None) -> None:
   parser.add_argument("--compare_xla_default", action="store_true",
                       help="also time the jaxpose path compiled with XLA's default options "
                       "(without jaxpose.compile_options)")
+  parser.add_argument("--compare_float32", action="store_true",
+                      help="with --dtype bfloat16: also time the same model in float32 "
+                      "(alternating, same process) and print the speed-up")
   _timing.add_comparison_args(parser, rounds=5)
   args = _timing.parse_comparison_args(parser, argv, training=False)
   rows = []
@@ -275,6 +288,9 @@ def main(argv=None) -> None:
     columns.append(("plain_items_s", "plain path items/s", ".2f"))
   if any("xla_default_items_s" in r for r in rows):
     columns.append(("xla_default_items_s", "XLA-default options items/s", ".2f"))
+  if any("float32_items_s" in r for r in rows):
+    columns += [("float32_items_s", "float32 items/s", ".2f"),
+                ("vs_float32", f"{args.dtype} / float32", ".2f")]
   if any("torch_items_s" in r for r in rows):
     columns += [("torch_items_s", "PyTorch fp32 items/s", ".2f"),
                 ("ratio", "ratio", ".2f"), ("peer_diff", "peer rel. diff", "")]

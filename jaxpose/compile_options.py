@@ -38,48 +38,74 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 YNN_FUSION_TYPE = "xla_cpu_experimental_ynn_fusion_type"
 # YNNPACK fuses the reductions only: convolutions and dots go to XLA's own emitters.
 CPU_OPTIONS = {YNN_FUSION_TYPE: "LIBRARY_FUSION_TYPE_REDUCE"}
+# Computations in a narrower float dtype (bfloat16) also give YNNPACK their dots: XLA's own
+# dot emitter has no bfloat16 kernel and widens both operands to float32 on every call.
+NARROW_CPU_OPTIONS = {YNN_FUSION_TYPE: "LIBRARY_FUSION_TYPE_REDUCE,LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
 
 
-def for_platform(platform: str) -> dict[str, str]:
+def is_narrow(dtype: Any) -> bool:
+  """Whether ``dtype`` is a float narrower than float32 (bfloat16, float16)."""
+  return (dtype is not None and jnp.issubdtype(dtype, jnp.floating)
+          and jnp.finfo(dtype).bits < 32)
+
+
+def for_platform(platform: str, compute_dtype: Any = None) -> dict[str, str]:
   """Compiler options for a jaxpose step compiled for ``platform`` (``"cpu"``, ``"gpu"``,
-  ...): ``CPU_OPTIONS`` on CPUs where this jaxlib accepts them, else ``{}``."""
+  ...) computing in ``compute_dtype`` (None: float32): on CPUs where this jaxlib accepts
+  them ``CPU_OPTIONS``, or ``NARROW_CPU_OPTIONS`` for a bfloat16 computation; else ``{}``."""
   if platform != "cpu":
     return {}
   user_flags = os.environ.get("XLA_FLAGS", "")
-  return {k: v for k, v in _supported_cpu_options().items() if k not in user_flags}
+  options = _supported_cpu_options(is_narrow(compute_dtype))
+  return {k: v for k, v in options.items() if k not in user_flags}
 
 
 @functools.cache
-def _supported_cpu_options() -> dict[str, str]:
-  """``CPU_OPTIONS`` if this jaxlib's XLA:CPU accepts them (one tiny compile), else ``{}``."""
+def _supported_cpu_options(narrow: bool = False) -> dict[str, str]:
+  """``CPU_OPTIONS`` (``NARROW_CPU_OPTIONS`` if ``narrow``) if this jaxlib's XLA:CPU accepts
+  them (one tiny compile), else ``{}``."""
+  options = NARROW_CPU_OPTIONS if narrow else CPU_OPTIONS
   probe = jax.device_put(np.zeros((1,), np.float32), jax.devices("cpu")[0])
   try:
-    jax.jit(lambda x: x + 1, compiler_options=CPU_OPTIONS).lower(probe).compile()
+    jax.jit(lambda x: x + 1, compiler_options=options).lower(probe).compile()
   except Exception as e:  # pylint: disable=broad-except  (XLA raises JaxRuntimeError)
-    warnings.warn(f"jaxpose: this jaxlib's XLA:CPU rejects the compiler options {CPU_OPTIONS} "
+    warnings.warn(f"jaxpose: this jaxlib's XLA:CPU rejects the compiler options {options} "
                   f"({str(e).splitlines()[0]}); compiling with XLA's defaults (slower "
                   "convolutions on CPUs)", RuntimeWarning, stacklevel=2)
     return {}
-  return dict(CPU_OPTIONS)
+  return dict(options)
+
+
+def narrowest_float(tree: Any) -> Any:
+  """The narrowest float dtype among the arrays of ``tree`` (None if it holds no float)."""
+  dtypes = [jnp.dtype(leaf.dtype) for leaf in jax.tree_util.tree_leaves(tree)
+            if hasattr(leaf, "dtype") and jnp.issubdtype(leaf.dtype, jnp.floating)]
+  return min(dtypes, key=lambda d: jnp.finfo(d).bits, default=None)
 
 
 def jit(fun: Callable, *, platform: str | None = None, **jit_kwargs: Any) -> Callable:
-  """``jax.jit(fun, compiler_options=for_platform(platform), **jit_kwargs)``, built at the
-  first call (``platform`` defaults to ``jax.default_backend()`` then), so that it can
-  decorate module-level functions without compiling anything at import."""
-  jitted = None
+  """``jax.jit(fun, compiler_options=for_platform(platform, dtype), **jit_kwargs)``, built
+  at the first call (``platform`` defaults to ``jax.default_backend()`` then), so that it
+  can decorate module-level functions without compiling anything at import.
+
+  ``dtype`` is the narrowest float dtype among the call's arguments: a prepared bfloat16
+  model's state holds its parameters in bfloat16 (``models.inference.prepare_for_inference``),
+  so its calls compile with ``NARROW_CPU_OPTIONS``.
+  """
+  jitted: dict[bool, Callable] = {}
 
   @functools.wraps(fun)
   def call(*args, **kwargs):
-    nonlocal jitted
-    if jitted is None:
-      options = for_platform(platform or jax.default_backend())
-      jitted = jax.jit(fun, compiler_options=options, **jit_kwargs)
-    return jitted(*args, **kwargs)
+    narrow = is_narrow(narrowest_float((args, kwargs)))
+    if narrow not in jitted:
+      options = for_platform(platform or jax.default_backend(), "bfloat16" if narrow else None)
+      jitted[narrow] = jax.jit(fun, compiler_options=options, **jit_kwargs)
+    return jitted[narrow](*args, **kwargs)
 
   return call

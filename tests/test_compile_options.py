@@ -95,3 +95,50 @@ def test_options_this_jaxlib_rejects_fall_back_to_xla_defaults_with_a_warning(mo
       assert compile_options.for_platform("cpu") == {}
   finally:
     compile_options._supported_cpu_options.cache_clear()
+
+
+@pytest.mark.parametrize("rows", [(64,), (1,), (1, 1)])
+def test_bfloat16_computations_also_give_ynnpack_their_dots(rows):
+  """XLA:CPU's own dot emitter widens bfloat16 operands to float32 on every call; a
+  narrow-dtype computation (``for_platform(..., "bfloat16")``, and ``compile_options.jit``
+  called with bfloat16 arguments) runs its dots in YNNPACK, the float32 one does not. A
+  single-row product too (``layers.dot_general`` adds a zero row: YNNPACK leaves one-row
+  products to XLA)."""
+  assert compile_options.for_platform("cpu", "bfloat16") == compile_options.NARROW_CPU_OPTIONS
+  assert compile_options.for_platform("cpu", jnp.float32) == compile_options.CPU_OPTIONS
+  assert compile_options.for_platform("gpu", "bfloat16") == {}
+
+  def matmul(x, w):
+    return layers.dot_general(x, w, (((x.ndim - 1,), (0,)), ((), ())))
+
+  rs = np.random.RandomState(0)
+  x32, w32 = rs.standard_normal((*rows, 96)), rs.standard_normal((96, 32))
+  x16, w16 = jnp.asarray(x32, jnp.bfloat16), jnp.asarray(w32, jnp.bfloat16)
+  narrow = jax.jit(matmul, compiler_options=compile_options.for_platform("cpu", "bfloat16"))
+  wide = jax.jit(matmul, compiler_options=compile_options.for_platform("cpu"))
+  assert "dot" in _fusions(narrow.lower(x16, w16).compile()).get("ynn", set())
+  assert "dot" not in _fusions(wide.lower(x16, w16).compile()).get("ynn", set())
+  want = np.asarray(x16, np.float64) @ np.asarray(w16, np.float64)
+  for fn in (narrow, wide, compile_options.jit(matmul)):
+    got = fn(x16, w16)
+    assert got.shape == (*rows, 32) and got.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=0,
+                               atol=1e-2 * np.abs(want).max())
+
+
+def test_lazy_jit_picks_the_narrow_options_from_its_arguments(monkeypatch):
+  wide, narrow = (compile_options.for_platform("cpu", d) for d in (None, "bfloat16"))
+  seen = []  # (after the options' own probe compiles above)
+  real_jit = jax.jit
+
+  def recording_jit(fun, **kwargs):
+    seen.append(kwargs.get("compiler_options"))
+    return real_jit(fun, **kwargs)
+
+  monkeypatch.setattr(jax, "jit", recording_jit)
+  jitted = compile_options.jit(lambda tree, x: x * tree["w"])
+  jitted({"w": jnp.ones(3)}, jnp.ones(3))
+  jitted({"w": jnp.ones(3, jnp.bfloat16)}, jnp.ones(3))
+  jitted({"w": jnp.ones(3, jnp.bfloat16), "n": jnp.arange(3)}, jnp.ones(3))  # cached
+  assert seen == [wide, narrow] and wide != narrow
+  assert compile_options.narrowest_float({"a": jnp.arange(2), "b": None}) is None

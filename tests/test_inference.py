@@ -239,15 +239,60 @@ def test_fast_call_folds_the_model_the_way_the_call_uses_it(monkeypatch):
   np.testing.assert_allclose(got, want, rtol=0, atol=1e-10 * np.max(np.abs(want)))
 
 
-def test_bfloat16_compute_dtype_keeps_float32_parameters_and_outputs():
+def test_bfloat16_compute_dtype_stores_rounded_parameters_and_keeps_float32_outputs():
+  """The prepared bfloat16 copy stores its matmul parameters in bfloat16 and (on CPUs) its
+  2-D convolution kernels rounded to bfloat16 in float32 (``widened``); the model it
+  came from keeps float32; outputs are float32 and bfloat16-close to the model's."""
   config, shape = TINY["pose_resnet"]
   model = models.build_model(config)
   model.eval()
   fast = inference.prepare_for_inference(model, shape, compute_dtype="bfloat16")
   assert fast.config.dtype == "bfloat16" and model.config.dtype == "float32"
-  assert all(v.dtype == jnp.float32 for v in jax.tree_util.tree_leaves(nnx.state(fast)))
+  assert all(v.dtype == jnp.float32 for v in jax.tree_util.tree_leaves(nnx.state(model)))
+  convs = [m for _, m in nnx.iter_modules(fast) if isinstance(m, inference.ConvLayer)]
+  kinds = set()
+  for conv in convs:
+    kernel = np.asarray(conv.kernel[...])
+    if getattr(conv, "widened", False):
+      kinds.add("widened")
+      assert kernel.dtype == np.float32
+      np.testing.assert_array_equal(kernel, kernel.astype(jnp.bfloat16).astype(np.float32))
+    else:
+      kinds.add("narrow")
+      assert conv.kernel.dtype == jnp.bfloat16
+    assert conv.bias is None or conv.bias.dtype == jnp.bfloat16
+  assert kinds == ({"widened", "narrow"} if jax.default_backend() == "cpu" else {"narrow"})
+  assert inference.compute_dtype(fast) == jnp.bfloat16
+  assert inference.compute_dtype(model) == jnp.float32
   x = jnp.asarray(np.random.RandomState(0).standard_normal(shape), jnp.float32)
   want, got = model(x)["heatmaps"], fast(x)["heatmaps"]
   assert got.dtype == jnp.float32
   err = float(jnp.max(jnp.abs(got - want)) / jnp.max(jnp.abs(want)))
   assert 0 < err < 0.05, err  # bfloat16 rounding (8 bits of mantissa), not a wrong model
+
+
+@pytest.mark.parametrize("family", sorted(TINY))
+def test_parameters_stored_in_the_compute_dtype_change_no_output(family, monkeypatch):
+  """``store_in_compute_dtype`` only moves the rounding each bfloat16 layer does on every
+  call to preparation time (and the convolutions XLA:CPU widens to float32 anyway into the
+  layer): bit-identical outputs on this platform, and on any other (``platform="gpu"``:
+  every parameter narrow)."""
+  config, shape = TINY[family]
+  model = models.build_model(config.replace(dtype="bfloat16"), seed=1)
+  model.eval()
+  x = jnp.asarray(np.random.RandomState(1).standard_normal(shape), jnp.float32)
+  outputs = {}
+  for platform in ("none", "cpu", "gpu"):
+    store = inference.store_in_compute_dtype
+    monkeypatch.setattr(inference, "store_in_compute_dtype",
+                        lambda m, p=platform: 0 if p == "none" else store(m, p))
+    fast = inference.prepare_for_inference(model, shape)
+    monkeypatch.undo()
+    stored = {str(v.dtype) for v in jax.tree_util.tree_leaves(nnx.state(fast, nnx.Param))}
+    assert "bfloat16" in stored if platform != "none" else stored == {"float32"}
+    forward, state = inference.forward_fn(fast, micro_batch=None)
+    outputs[platform] = jax.tree_util.tree_map(np.asarray, jax.jit(forward)(state, x))
+  for platform in ("cpu", "gpu"):
+    for got, want in zip(jax.tree_util.tree_leaves(outputs[platform]),
+                         jax.tree_util.tree_leaves(outputs["none"])):
+      np.testing.assert_array_equal(got, want)

@@ -156,6 +156,17 @@ def dot_general(a: Array, b: Array, dimension_numbers, precision: jax.lax.Precis
   acc = jnp.promote_types(out, jnp.float32)
   if acc == out:
     return jax.lax.dot_general(a, b, dimension_numbers, precision=precision)
+  (lhs_contract, rhs_contract), batch = dimension_numbers
+  if (not batch[0] and tuple(lhs_contract) == (a.ndim - 1,) and math.prod(a.shape[:-1]) == 1
+      and jax.default_backend() == "cpu"):
+    # A one-row product (a matrix-vector product: VideoPose3D's last layers at batch 1)
+    # XLA:CPU runs in its own emitter, which widens the bfloat16 matrix to float32 on every
+    # call; with a second, zero row YNNPACK runs it in bfloat16 (``compile_options``'
+    # NARROW_CPU_OPTIONS; measured: [1, 3072] @ [3072, 1024] 0.84 -> 0.60 ms).
+    rows = jnp.concatenate([a.reshape(1, -1), jnp.zeros((1, a.shape[-1]), a.dtype)])
+    y = jax.lax.dot_general(rows, b, (((1,), tuple(rhs_contract)), ((), ())),
+                            precision=precision, preferred_element_type=acc)[:1]
+    return y.reshape(*a.shape[:-1], *y.shape[1:]).astype(out)
   return jax.lax.dot_general(a, b, dimension_numbers, precision=precision,
                              preferred_element_type=acc).astype(out)
 
@@ -289,12 +300,27 @@ def _folded_kernel_grad(x, g, ksize, padding, precision):
 conv.defvjp(_conv_vjp_fwd, _conv_vjp_bwd)
 
 
+def _widened_input(layer, x: Array, dtype: Dtype) -> tuple[Dtype, Array]:
+  """``(dtype the layer convolves in, its input in that dtype)``: ``dtype`` itself, or for a
+  ``widened`` layer its kernel's wider dtype, with the input rounded to ``dtype`` first (the
+  values a ``dtype`` convolution sees)."""
+  x = x.astype(dtype)
+  if not layer.widened:
+    return dtype, x
+  calc = layer.kernel.dtype
+  return calc, x.astype(calc)
+
+
 class Conv(nnx.Module):
   """PyTorch ``Conv1d``/``Conv2d`` in channels-last layout.
 
   Attributes:
     kernel: ``[*kernel_size, C_in // groups, C_out]`` float.
     bias: ``[C_out]`` (when ``use_bias``).
+    widened: set by ``jaxpose.models.inference.store_in_compute_dtype`` on CPUs: the
+      kernel holds ``dtype`` (bfloat16) values stored in float32, and the layer convolves in
+      float32 -- what XLA:CPU does with a bfloat16 convolution anyway, without widening the
+      kernel on every call.
   """
 
   def __init__(
@@ -328,6 +354,7 @@ class Conv(nnx.Module):
     self.ndim = ndim
     self.dtype = as_dtype(dtype)
     self.precision = precision
+    self.widened = False
     kernel_shape = (*self.kernel_size, in_features // groups, out_features)
     self._is_pointwise = (all(k == 1 for k in self.kernel_size) and groups == 1
                           and not any(self.padding))
@@ -346,17 +373,18 @@ class Conv(nnx.Module):
           f"Conv expects input [B, {', '.join('?' * self.ndim)}, {self.in_features}], "
           f"got {tuple(x.shape)}")
     dtype = self.dtype or x.dtype
-    kernel = self.kernel[...].astype(dtype)
+    calc, x = _widened_input(self, x, dtype)
+    kernel = self.kernel[...].astype(calc)
     if self._is_pointwise:
       # A 1x1 convolution is a matmul over channels. Written as one, its gradients are
       # matmuls too (XLA:CPU computes 1x1 convolution weight gradients many times slower).
       x = x[(slice(None),) + tuple(slice(None, None, s) for s in self.strides)]
-      y = pointwise_conv(x.astype(dtype), kernel.reshape(kernel.shape[-2:]), self.precision)
+      y = pointwise_conv(x, kernel.reshape(kernel.shape[-2:]), self.precision)
     elif self.groups == 1 and all(d == 1 for d in self.dilation):
-      y = conv(x.astype(dtype), kernel, self.strides, self.padding, self.precision)
+      y = conv(x, kernel, self.strides, self.padding, self.precision)
     else:
       y = jax.lax.conv_general_dilated(
-          x.astype(dtype),
+          x,
           kernel,
           window_strides=self.strides,
           padding=[(p, p) for p in self.padding],
@@ -365,6 +393,7 @@ class Conv(nnx.Module):
           feature_group_count=self.groups,
           precision=self.precision,
       )
+    y = y.astype(dtype)
     if self.bias is not None:
       y = y + self.bias[...].astype(dtype)
     return _tag(self, "output", y)
@@ -387,9 +416,10 @@ class Conv(nnx.Module):
     if t < k:
       raise ValueError(f"stride_by_width: {t} frames are fewer than the kernel width {k}")
     dtype = self.dtype or x.dtype
-    windows = x[:, :t // k * k].reshape(b, t // k, k * c).astype(dtype)
-    kernel = self.kernel[...].astype(dtype).reshape(k * c, self.out_features)
-    y = pointwise_conv(windows, kernel, self.precision)
+    calc, x = _widened_input(self, x, dtype)
+    windows = x[:, :t // k * k].reshape(b, t // k, k * c)
+    kernel = self.kernel[...].astype(calc).reshape(k * c, self.out_features)
+    y = pointwise_conv(windows, kernel, self.precision).astype(dtype)
     if self.bias is not None:
       y = y + self.bias[...].astype(dtype)
     return _tag(self, "output", y)
@@ -578,6 +608,10 @@ class ConvTranspose(nnx.Module):
     kernel: ``[*kernel_size, C_in, C_out]`` (PyTorch's ``[C_in, C_out, *k]`` transposed, not
       flipped; ``conv_transpose`` picks each output phase's taps at call time).
     bias: ``[C_out]`` (when ``use_bias``).
+    widened: set by ``jaxpose.models.inference.store_in_compute_dtype`` on CPUs: the
+      kernel holds ``dtype`` (bfloat16) values stored in float32, and the layer convolves in
+      float32 -- what XLA:CPU does with a bfloat16 convolution anyway, without widening the
+      kernel on every call.
   """
 
   def __init__(
@@ -609,6 +643,7 @@ class ConvTranspose(nnx.Module):
     self.ndim = ndim
     self.dtype = as_dtype(dtype)
     self.precision = precision
+    self.widened = False
     kernel_shape = (*self.kernel_size, in_features, out_features)
     # PyTorch computes fan_in of a transposed conv from weight.shape[1] (= C_out).
     fan_in = out_features * int(np.prod(self.kernel_size))
@@ -629,9 +664,10 @@ class ConvTranspose(nnx.Module):
           f"ConvTranspose expects input [B, {', '.join('?' * self.ndim)}, {self.in_features}], "
           f"got {tuple(x.shape)}")
     dtype = self.dtype or x.dtype
-    y = conv_transpose(x.astype(dtype), self.kernel[...].astype(dtype), strides=self.strides,
+    calc, x = _widened_input(self, x, dtype)
+    y = conv_transpose(x, self.kernel[...].astype(calc), strides=self.strides,
                        padding=self.padding, output_padding=self.output_padding,
-                       dilation=self.dilation, precision=self.precision)
+                       dilation=self.dilation, precision=self.precision).astype(dtype)
     if self.bias is not None:
       y = y + self.bias[...].astype(dtype)
     return _tag(self, "output", y)

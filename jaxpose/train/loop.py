@@ -43,7 +43,7 @@ from jaxpose import checkpoint as ckpt_lib
 from jaxpose import compile_options
 from jaxpose import fileio
 from jaxpose.models import inference
-from jaxpose.train import guards, multihost, state as state_lib, summary, validation
+from jaxpose.train import guards, multihost, state as state_lib, summary, validation, weights
 from jaxpose.train import tasks as tasks_lib
 from jaxpose.train.multihost import maybe_initialize_distributed  # noqa: F401 (launch.py)
 from jaxpose.train.tasks import base
@@ -142,7 +142,8 @@ def make_predict_fns(eval_def: nnx.GraphDef, task: base.Task, mesh: Mesh):
 
   rep, rows = state_lib.replicated(mesh), state_lib.batch_sharding(mesh)
   micro_batch = "auto" if mesh.size == 1 else None
-  options = compile_options.for_platform(state_lib.mesh_platform(mesh))
+  options = compile_options.for_platform(state_lib.mesh_platform(mesh),
+                                         weights.model_config(task.config).dtype)
   sharded = jax.jit(predict_fn(micro_batch), in_shardings=(rep, rep, rows), out_shardings=rows,
                     compiler_options=options)
   whole = jax.jit(predict_fn(None), in_shardings=(rep, rep, rep), out_shardings=rep,
