@@ -22,6 +22,12 @@ process (alternating calls, medians):
   elementwise fusions, gained nothing for SimpleBaseline-50 (850-1070 ms); its
   convolutions cost 20% (1039 ms).
 
+A computation in bfloat16 (``for_platform(platform, "bfloat16")``) also gives YNNPACK its
+dots (``NARROW_CPU_OPTIONS``): XLA's dot emitter has no bfloat16 kernel and widens both
+operands to float32 on every call, which made a prepared bfloat16 VideoPose3D-243 5x slower
+than float32 at batch 1 (see ``models.inference.store_in_compute_dtype``); for float32 the
+dots in YNNPACK measured 0.92-1.04x, so float32 keeps the reductions-only options.
+
 Outputs agree within float rounding (relative 2e-6 in float32; bfloat16's distance to
 float32 unchanged). ``benchmarks/inference.py --compare_xla_default`` and
 ``benchmarks/train_step.py --xla_default`` rerun the comparison.
