@@ -142,3 +142,24 @@ def test_lazy_jit_picks_the_narrow_options_from_its_arguments(monkeypatch):
   jitted({"w": jnp.ones(3, jnp.bfloat16), "n": jnp.arange(3)}, jnp.ones(3))  # cached
   assert seen == [wide, narrow] and wide != narrow
   assert compile_options.narrowest_float({"a": jnp.arange(2), "b": None}) is None
+
+
+def test_evaluation_step_of_a_bfloat16_model_runs_its_dots_in_ynnpack():
+  """``--mode=eval`` and the evaluation during training compile for the model's compute
+  dtype (``loop.make_predict_fns(..., compute_dtype)``)."""
+  import types
+  from jaxpose.models import inference
+  from jaxpose.train import loop
+
+  model = nnx.Sequential(layers.Conv(3, 8, 3, padding=1, dtype="bfloat16", rngs=nnx.Rngs(0)),
+                         layers.Conv(8, 8, 1, dtype="bfloat16", rngs=nnx.Rngs(1)))
+  assert inference.compute_dtype(model) == jnp.bfloat16
+  _, eval_def, params, batch_stats = state_lib.split_model(model)
+  mesh = state_lib.make_mesh(jax.devices()[:1])
+  task = types.SimpleNamespace(predict=lambda m, x: m(x).astype(jnp.float32))
+  x = state_lib.global_batch(np.zeros((2, 16, 12, 3), np.float32), mesh)
+  kinds = {}
+  for dtype in (None, jnp.bfloat16):
+    sharded, _ = loop.make_predict_fns(eval_def, task, mesh, dtype)
+    kinds[dtype] = _fusions(sharded.lower(params, batch_stats, x).compile()).get("ynn", set())
+  assert "dot" in kinds[jnp.bfloat16] and "dot" not in kinds[None]

@@ -43,7 +43,7 @@ from jaxpose import checkpoint as ckpt_lib
 from jaxpose import compile_options
 from jaxpose import fileio
 from jaxpose.models import inference
-from jaxpose.train import guards, multihost, state as state_lib, summary, validation, weights
+from jaxpose.train import guards, multihost, state as state_lib, summary, validation
 from jaxpose.train import tasks as tasks_lib
 from jaxpose.train.multihost import maybe_initialize_distributed  # noqa: F401 (launch.py)
 from jaxpose.train.tasks import base
@@ -123,9 +123,11 @@ def _train_state(task: base.Task, model: nnx.Module, plan: Schedule, mesh: Mesh,
 # ----------------------------------------------------------------------------------------
 
 
-def make_predict_fns(eval_def: nnx.GraphDef, task: base.Task, mesh: Mesh):
+def make_predict_fns(eval_def: nnx.GraphDef, task: base.Task, mesh: Mesh,
+                     compute_dtype: Any = None):
   """Jitted ``(params, batch_stats, inputs) -> task.predict(model, inputs)``: batch-sharded
-  and replicated variants.
+  and replicated variants, compiled for the model's ``compute_dtype``
+  (``inference.compute_dtype``; None: float32).
 
   Both take the inference path (``jaxpose.models.inference.fast_call``): the traced
   parameters' BatchNorms folded into their convolutions inside the step. The batch-sharded
@@ -142,8 +144,7 @@ def make_predict_fns(eval_def: nnx.GraphDef, task: base.Task, mesh: Mesh):
 
   rep, rows = state_lib.replicated(mesh), state_lib.batch_sharding(mesh)
   micro_batch = "auto" if mesh.size == 1 else None
-  options = compile_options.for_platform(state_lib.mesh_platform(mesh),
-                                         weights.model_config(task.config).dtype)
+  options = compile_options.for_platform(state_lib.mesh_platform(mesh), compute_dtype)
   sharded = jax.jit(predict_fn(micro_batch), in_shardings=(rep, rep, rows), out_shardings=rows,
                     compiler_options=options)
   whole = jax.jit(predict_fn(None), in_shardings=(rep, rep, rep), out_shardings=rep,
@@ -216,8 +217,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   plan = schedule(config, train_data.num_examples)
   mesh = state_lib.make_mesh()
 
+  model = task.init_model()
+  compute_dtype = inference.compute_dtype(model)
   train_def, eval_def, state, tx, lr_schedule = _train_state(
-      task, task.init_model(), plan, mesh, config.train.seed)
+      task, model, plan, mesh, config.train.seed)
+  del model
   train_steps: dict[Any, Any] = {}  # one jitted step per training phase (task.step_phase)
 
   def train_step_of(phase):
@@ -227,7 +231,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           state_lib.make_train_step(train_def, loss, tx, lambda s: task.step_hparams(s, plan)),
           mesh)
     return train_steps[phase]
-  predict_fns = make_predict_fns(eval_def, task, mesh)
+  predict_fns = make_predict_fns(eval_def, task, mesh, compute_dtype)
 
   checkpointer = ckpt_lib.TrainCheckpointer(
       workdir, keep=config.train.keep_checkpoints, async_save=config.train.async_checkpoints,
@@ -372,15 +376,19 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, checkpoint: str | 
   prepare_data(task)
   mesh = state_lib.make_mesh()
   if checkpoint in (None, "", "latest", "best") or str(checkpoint).isdigit():
-    _, eval_def, target, _, _ = _train_state(task, task.build_model(), Schedule(1, 1), mesh, 0)
+    model = task.build_model()
+    compute_dtype = inference.compute_dtype(model)
+    _, eval_def, target, _, _ = _train_state(task, model, Schedule(1, 1), mesh, 0)
     restored = _restore_for_eval(workdir, task, target, checkpoint)
     params, batch_stats = restored.params, restored.batch_stats
   else:
-    _, eval_def, params, batch_stats = state_lib.split_model(
-        task.load_model(os.path.expanduser(checkpoint)))
+    model = task.load_model(os.path.expanduser(checkpoint))
+    compute_dtype = inference.compute_dtype(model)
+    _, eval_def, params, batch_stats = state_lib.split_model(model)
+  del model
   writer = summary.SummaryWriter(os.path.join(workdir, "tensorboard"), enabled=False)
-  ctx = eval_context(make_predict_fns(eval_def, task, mesh), params, batch_stats, mesh, 0,
-                     workdir, writer)
+  ctx = eval_context(make_predict_fns(eval_def, task, mesh, compute_dtype), params, batch_stats,
+                     mesh, 0, workdir, writer)
   metrics = run_eval(task, ctx)
   if jax.process_index() == 0:
     print(task.metrics_table(metrics))
